@@ -1,0 +1,124 @@
+//! The one outbound HTTP client of serin: webhooks, metric providers, alerts and the
+//! load tester all build their `reqwest::Client` here, so TLS, timeouts and proxies
+//! behave the same everywhere.
+//!
+//! rustls runs on the `ring` provider (the one kube-rs already links), so no second
+//! crypto library is built.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid proxy URL {url}: {source}")]
+    Proxy { url: String, source: reqwest::Error },
+    #[error("cannot build HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// How a client should behave. `Default` gives a 10 s timeout, certificate
+/// verification on, and no proxy.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub timeout: Duration,
+    pub insecure_skip_verify: bool,
+    pub proxy: Option<String>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            insecure_skip_verify: false,
+            proxy: None,
+        }
+    }
+}
+
+/// Builds a client with the given options.
+pub fn client(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(ClientError::Tls)?;
+    let tls = if options.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    let mut b = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(options.timeout)
+        .connect_timeout(options.timeout)
+        .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")));
+    b = match &options.proxy {
+        Some(url) if !url.is_empty() => {
+            let proxy = reqwest::Proxy::all(url).map_err(|source| ClientError::Proxy {
+                url: url.clone(),
+                source,
+            })?;
+            b.proxy(proxy)
+        }
+        // An explicit "no proxy" keeps environment proxies from redirecting loopback
+        // traffic in tests and keeps behaviour predictable in clusters.
+        _ => b.no_proxy(),
+    };
+    b.build().map_err(ClientError::Build)
+}
+
+/// Verifier used only when a user sets `insecureSkipVerify: true`.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

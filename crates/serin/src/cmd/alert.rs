@@ -1,0 +1,9 @@
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    println!("serin alert: coming soon (not implemented yet)");
+    Ok(ExitCode::from(3))
+}

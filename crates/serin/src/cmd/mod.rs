@@ -1,0 +1,10 @@
+pub mod alert;
+pub mod crds;
+pub mod demo;
+pub mod loadtester;
+pub mod operator;
+pub mod query;
+pub mod render;
+pub mod sandbox;
+pub mod simulate;
+pub mod validate;
