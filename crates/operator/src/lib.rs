@@ -1,1 +1,7 @@
+//! The operator: the only place that talks to the Kubernetes API. The adapters
+//! (`workload`, `router`) act on the cluster behind small traits; the controller
+//! drives them with the decisions of `serin-engine`.
 
+pub mod error;
+pub mod router;
+pub mod workload;
