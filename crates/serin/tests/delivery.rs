@@ -1,0 +1,1217 @@
+//! The delivery files (deploy/, gitops/, Dockerfile) checked offline: every
+//! kustomization builds with the real `kubectl kustomize`, every Flagger resource
+//! passes `serin validate`, the GitOps repository hangs together (paths, dependsOn,
+//! references between objects), the RBAC stays least-privilege, the Helm charts only
+//! use values they define (Helm is not installed here: a scan stands in for
+//! `helm template`), and the Grafana dashboard only queries metrics that exist.
+//!
+//! Left for later (they need the sandbox and the operator): applying every manifest
+//! with `kubectl apply --server-side` to the sandbox, and checking that the RBAC rules
+//! cover every API call the operator makes (`operator_rbac_rules()` below is the list
+//! that test will compare against).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/serin sits two levels below the repository root")
+        .to_path_buf()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn rel(path: &Path) -> String {
+    path.strip_prefix(repo_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a command to completion or kills it after `timeout` (then panics).
+fn run_bounded(program: &str, args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    // Drain both pipes on threads so a large output cannot block the child.
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{program} {args:?} did not finish within {timeout:?}");
+            }
+            Err(e) => panic!("waiting for {program}: {e}"),
+        }
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// Every file under `dir` (recursively) whose name satisfies `keep`, sorted.
+fn files_under(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {}: {e}", d.display()));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if keep(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// Helm templates are Go templates, not YAML.
+fn is_plain_manifest(path: &Path) -> bool {
+    is_yaml(path) && !path.components().any(|c| c.as_os_str() == "templates")
+}
+
+fn yaml_documents(text: &str, origin: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+        .unwrap_or_else(|e| panic!("{origin} is not valid YAML: {e}"));
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+fn kind_of(doc: &Value) -> (&str, &str) {
+    (
+        doc["apiVersion"].as_str().unwrap_or(""),
+        doc["kind"].as_str().unwrap_or(""),
+    )
+}
+
+fn name_of(doc: &Value) -> &str {
+    doc["metadata"]["name"].as_str().unwrap_or("")
+}
+
+fn kustomization_dirs() -> Vec<PathBuf> {
+    let root = repo_root();
+    let mut dirs: Vec<PathBuf> = ["deploy", "gitops"]
+        .iter()
+        .flat_map(|top| {
+            files_under(&root.join(top), &|p| {
+                p.file_name().is_some_and(|n| n == "kustomization.yaml")
+            })
+        })
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let out = run_bounded(KUBECTL, &["kustomize", dir_arg], COMMAND_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed: {}",
+        rel(dir),
+        out.stderr
+    );
+    yaml_documents(&out.stdout, &format!("kubectl kustomize {}", rel(dir)))
+}
+
+#[test]
+fn every_kustomization_builds_with_kubectl() {
+    let dirs = kustomization_dirs();
+    // deploy: crds, grafana, kustomize/{base,istio,kubernetes,loadtester,prometheus};
+    // gitops: apps (+3), istio/system, istio/gateway.
+    assert!(
+        dirs.len() >= 13,
+        "expected every kustomization, found {dirs:?}"
+    );
+    for dir in &dirs {
+        let objects = kustomize(dir);
+        assert!(!objects.is_empty(), "{} builds to nothing", rel(dir));
+        for obj in &objects {
+            let (api, kind) = kind_of(obj);
+            assert!(
+                !api.is_empty() && !kind.is_empty() && !name_of(obj).is_empty(),
+                "{}: object without apiVersion, kind or name: {obj}",
+                rel(dir)
+            );
+        }
+    }
+}
+
+#[test]
+fn operator_variants_set_the_mesh_provider_and_run_as_non_root() {
+    let root = repo_root();
+    for (variant, namespace, mesh) in [
+        ("istio", "istio-system", "istio"),
+        ("kubernetes", "serin-system", "kubernetes"),
+    ] {
+        let objects = kustomize(&root.join("deploy/kustomize").join(variant));
+        let deployment = objects
+            .iter()
+            .find(|o| kind_of(o).1 == "Deployment" && name_of(o) == "serin")
+            .unwrap_or_else(|| panic!("{variant}: no serin Deployment"));
+        assert_eq!(deployment["metadata"]["namespace"], namespace);
+        let pod = &deployment["spec"]["template"]["spec"];
+        let args: Vec<&str> = pod["containers"][0]["args"]
+            .as_array()
+            .expect("operator args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(args.first(), Some(&"operator"), "{variant}: {args:?}");
+        assert!(
+            args.contains(&format!("--mesh-provider={mesh}").as_str()),
+            "{variant}: {args:?}"
+        );
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{variant}");
+        assert_eq!(
+            pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+            true
+        );
+        // The ServiceAccount the binding names is the one the pod runs as, in the
+        // namespace it runs in.
+        for binding in objects
+            .iter()
+            .filter(|o| matches!(kind_of(o).1, "ClusterRoleBinding" | "RoleBinding"))
+            .filter(|o| name_of(o).starts_with("serin") && !name_of(o).contains("prometheus"))
+        {
+            let subject = &binding["subjects"][0];
+            assert_eq!(subject["name"], pod["serviceAccountName"], "{variant}");
+            assert_eq!(subject["namespace"], namespace, "{variant}: {binding}");
+        }
+    }
+}
+
+#[test]
+fn load_tester_answers_on_the_name_webhooks_call() {
+    let root = repo_root();
+    for dir in ["deploy/kustomize/loadtester", "gitops/apps/loadtester"] {
+        let objects = kustomize(&root.join(dir));
+        let service = objects
+            .iter()
+            .find(|o| kind_of(o).1 == "Service")
+            .unwrap_or_else(|| panic!("{dir}: no Service"));
+        assert_eq!(name_of(service), "flagger-loadtester", "{dir}");
+        assert_eq!(service["spec"]["ports"][0]["port"], 80, "{dir}");
+        let deployment = objects
+            .iter()
+            .find(|o| kind_of(o).1 == "Deployment")
+            .unwrap_or_else(|| panic!("{dir}: no Deployment"));
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        // Service targetPort "http" must be the container's 8080, where
+        // `serin loadtester --port=8080` listens.
+        assert_eq!(container["ports"][0]["name"], "http");
+        assert_eq!(container["ports"][0]["containerPort"], 8080);
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .expect("loadtester args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(args[..2], ["loadtester", "--port=8080"], "{dir}");
+        let selector = &service["spec"]["selector"];
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in selector.as_object().expect("selector") {
+            assert_eq!(&labels[k], v, "{dir}: service selects no pod");
+        }
+    }
+}
+
+/// Every file in deploy/ and gitops/ that holds a flagger.app resource.
+fn files_with_flagger_resources() -> Vec<PathBuf> {
+    let root = repo_root();
+    ["deploy", "gitops"]
+        .iter()
+        .flat_map(|top| files_under(&root.join(top), &is_plain_manifest))
+        .filter(|p| {
+            yaml_documents(&read(p), &rel(p))
+                .iter()
+                .any(|d| kind_of(d).0.starts_with("flagger.app/"))
+        })
+        .collect()
+}
+
+fn serin_validate(file: &Path) -> Output {
+    run_bounded(
+        env!("CARGO_BIN_EXE_serin"),
+        &["validate", "-f", file.to_str().expect("utf-8 path")],
+        COMMAND_TIMEOUT,
+    )
+}
+
+#[test]
+fn every_flagger_resource_passes_serin_validate() {
+    let files = files_with_flagger_resources();
+    let names: Vec<String> = files.iter().map(|p| rel(p)).collect();
+    for expected in [
+        "gitops/apps/backend/canary.yaml",
+        "gitops/apps/frontend/canary.yaml",
+        "gitops/istio/gateway/serin-metrics.yaml",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not found in {names:?}"
+        );
+    }
+    for file in &files {
+        let out = serin_validate(file);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "serin validate -f {} rejected it:\n{}{}",
+            rel(file),
+            out.stdout,
+            out.stderr
+        );
+    }
+
+    // The same check must be able to fail: the backend canary without its target.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broken = dir.path().join("canary.yaml");
+    let original = read(&repo_root().join("gitops/apps/backend/canary.yaml"));
+    let without_target: String = {
+        let mut skip = false;
+        original
+            .lines()
+            .filter(|line| {
+                if line.starts_with("  targetRef:") {
+                    skip = true;
+                    return false;
+                }
+                if skip && line.starts_with("    ") {
+                    return false;
+                }
+                skip = false;
+                true
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    assert!(!without_target.contains("targetRef"));
+    std::fs::write(&broken, without_target).expect("write temp canary");
+    let out = serin_validate(&broken);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a Canary without targetRef must be reported (exit 1):\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// The Flux Kustomizations of clusters/my-cluster, by name.
+fn flux_kustomizations() -> BTreeMap<String, Value> {
+    let dir = repo_root().join("gitops/clusters/my-cluster");
+    files_under(&dir, &is_yaml)
+        .iter()
+        .flat_map(|p| yaml_documents(&read(p), &rel(p)))
+        .filter(|d| {
+            let (api, kind) = kind_of(d);
+            api.starts_with("kustomize.toolkit.fluxcd.io/") && kind == "Kustomization"
+        })
+        .map(|d| (name_of(&d).to_string(), d))
+        .collect()
+}
+
+#[test]
+fn flux_installs_istio_before_the_apps() {
+    let gitops = repo_root().join("gitops");
+    let ks = flux_kustomizations();
+    let names: BTreeSet<&str> = ks.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["apps", "istio-gateway", "istio-system"])
+    );
+    for (name, k) in &ks {
+        let path = k["spec"]["path"].as_str().expect("spec.path");
+        let dir = gitops.join(path.trim_start_matches("./"));
+        assert!(
+            dir.join("kustomization.yaml").is_file(),
+            "{name}: path {path} has no kustomization.yaml"
+        );
+        assert_eq!(k["spec"]["sourceRef"]["name"], "flux-system", "{name}");
+        for dep in k["spec"]["dependsOn"].as_array().into_iter().flatten() {
+            let dep = dep["name"].as_str().unwrap_or("");
+            assert!(names.contains(dep), "{name} depends on unknown {dep}");
+        }
+    }
+    let depends = |name: &str| -> BTreeSet<String> {
+        ks[name]["spec"]["dependsOn"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(depends("apps").contains("istio-system"));
+    assert!(depends("istio-gateway").contains("istio-system"));
+
+    // The ConfigMaps that post-build substitution reads exist, and every ${var} without
+    // a default in the substituted paths is defined by one of them.
+    let configmaps: BTreeMap<String, Value> =
+        files_under(&gitops.join("clusters/my-cluster"), &is_yaml)
+            .iter()
+            .flat_map(|p| yaml_documents(&read(p), &rel(p)))
+            .filter(|d| kind_of(d).1 == "ConfigMap")
+            .map(|d| (name_of(&d).to_string(), d))
+            .collect();
+    for (name, k) in &ks {
+        let mut vars = BTreeSet::new();
+        for source in k["spec"]["postBuild"]["substituteFrom"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let cm = source["name"].as_str().unwrap_or("");
+            let data = configmaps
+                .get(cm)
+                .unwrap_or_else(|| panic!("{name} substitutes from missing ConfigMap {cm}"));
+            vars.extend(data["data"].as_object().expect("data").keys().cloned());
+        }
+        let path = k["spec"]["path"].as_str().expect("spec.path");
+        for file in files_under(&gitops.join(path.trim_start_matches("./")), &is_yaml) {
+            let text = read(&file);
+            for var in text.split("${").skip(1) {
+                let var = var.split('}').next().unwrap_or("");
+                if var.contains(":=") {
+                    continue;
+                }
+                assert!(
+                    vars.contains(var),
+                    "{}: ${{{var}}} is not set by {name}'s substituteFrom",
+                    rel(&file)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gitops_apps_refer_to_objects_that_exist() {
+    let root = repo_root();
+    let apps = kustomize(&root.join("gitops/apps"));
+    let gateway = kustomize(&root.join("gitops/istio/gateway"));
+    let has = |objects: &[Value], kind: &str, ns: &str, name: &str| {
+        objects.iter().any(|o| {
+            kind_of(o).1 == kind
+                && name_of(o) == name
+                && o["metadata"]["namespace"].as_str() == Some(ns)
+        })
+    };
+    let namespace = apps
+        .iter()
+        .find(|o| kind_of(o).1 == "Namespace" && name_of(o) == "prod")
+        .expect("namespace prod");
+    assert_eq!(
+        namespace["metadata"]["labels"]["istio-injection"],
+        "enabled"
+    );
+
+    let canaries: Vec<&Value> = apps
+        .iter()
+        .filter(|o| kind_of(o) == ("flagger.app/v1beta1", "Canary"))
+        .collect();
+    let names: BTreeSet<&str> = canaries.iter().map(|c| name_of(c)).collect();
+    assert_eq!(names, BTreeSet::from(["backend", "frontend"]));
+    for canary in &canaries {
+        let ns = canary["metadata"]["namespace"].as_str().expect("namespace");
+        let spec = &canary["spec"];
+        let target = spec["targetRef"]["name"].as_str().expect("targetRef");
+        assert!(has(&apps, "Deployment", ns, target), "{target}");
+        let hpa = spec["autoscalerRef"]["name"]
+            .as_str()
+            .expect("autoscalerRef");
+        assert!(has(&apps, "HorizontalPodAutoscaler", ns, hpa), "{hpa}");
+        let hpa_obj = apps
+            .iter()
+            .find(|o| kind_of(o).1 == "HorizontalPodAutoscaler" && name_of(o) == hpa)
+            .expect("hpa");
+        assert_eq!(hpa_obj["spec"]["scaleTargetRef"]["name"], target);
+        for metric in spec["analysis"]["metrics"].as_array().expect("metrics") {
+            let t = &metric["templateRef"];
+            let (tns, tname) = (
+                t["namespace"].as_str().unwrap_or(ns),
+                t["name"].as_str().expect("templateRef.name"),
+            );
+            assert!(
+                has(&gateway, "MetricTemplate", tns, tname),
+                "{}: MetricTemplate {tns}/{tname} is not in istio/gateway",
+                name_of(canary)
+            );
+        }
+        for hook in spec["analysis"]["webhooks"].as_array().expect("webhooks") {
+            let url = hook["url"].as_str().expect("url");
+            let host = url
+                .trim_start_matches("http://")
+                .split(['/', ':'])
+                .next()
+                .unwrap_or("");
+            let (svc, svc_ns) = host.split_once('.').expect("service.namespace host");
+            assert!(
+                has(&apps, "Service", svc_ns, svc),
+                "webhook {url}: no Service {svc_ns}/{svc} in apps/"
+            );
+        }
+    }
+    let frontend = canaries
+        .iter()
+        .find(|c| name_of(c) == "frontend")
+        .expect("frontend");
+    let matches = frontend["spec"]["analysis"]["match"].to_string();
+    assert!(matches.contains("Firefox") && matches.contains("type=insider"));
+    let backend = canaries
+        .iter()
+        .find(|c| name_of(c) == "backend")
+        .expect("backend");
+    let analysis = &backend["spec"]["analysis"];
+    assert_eq!(
+        (
+            analysis["stepWeight"].as_u64(),
+            analysis["maxWeight"].as_u64()
+        ),
+        (Some(5), Some(50))
+    );
+    let hooks: Vec<(&str, &str)> = analysis["webhooks"]
+        .as_array()
+        .expect("webhooks")
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap_or(""),
+                h["type"].as_str().unwrap_or("rollout"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hooks,
+        [
+            ("conformance-test", "pre-rollout"),
+            ("load-test", "rollout")
+        ]
+    );
+}
+
+/// One RBAC rule flattened: (apiGroup, resource, verb).
+type Grant = (String, String, String);
+
+fn grants(rules: &Value) -> BTreeSet<Grant> {
+    let mut out = BTreeSet::new();
+    for rule in rules.as_array().expect("rules") {
+        let strings = |key: &str| -> Vec<String> {
+            rule[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("rule without {key}: {rule}"))
+                .iter()
+                .map(|v| v.as_str().expect("string").to_string())
+                .collect()
+        };
+        for g in strings("apiGroups") {
+            for r in strings("resources") {
+                for v in strings("verbs") {
+                    out.insert((g.clone(), r.clone(), v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The operator's permissions as written in deploy/kustomize/base/rbac.yaml:
+/// (cluster-wide grants, grants in its own namespace).
+fn operator_rbac_rules() -> (BTreeSet<Grant>, BTreeSet<Grant>) {
+    let path = repo_root().join("deploy/kustomize/base/rbac.yaml");
+    let docs = yaml_documents(&read(&path), &rel(&path));
+    let rules_of = |kind: &str| {
+        let role = docs
+            .iter()
+            .find(|d| kind_of(d).1 == kind)
+            .unwrap_or_else(|| panic!("no {kind} in rbac.yaml"));
+        grants(&role["rules"])
+    };
+    (rules_of("ClusterRole"), rules_of("Role"))
+}
+
+fn expand(group: &str, resources: &[&str], verbs: &[&str]) -> Vec<Grant> {
+    let mut out = Vec::new();
+    for r in resources {
+        for v in verbs {
+            out.push((group.to_string(), r.to_string(), v.to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn operator_rbac_is_least_privilege_verb_by_verb() {
+    const MANAGE: &[&str] = &[
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ];
+    const READ: &[&str] = &["get", "list", "watch"];
+    let mut expected: BTreeSet<Grant> = BTreeSet::new();
+    expected.extend(expand(
+        "flagger.app",
+        &["canaries"],
+        &["get", "list", "watch", "update", "patch"],
+    ));
+    expected.extend(expand(
+        "flagger.app",
+        &["canaries/status"],
+        &["get", "update", "patch"],
+    ));
+    expected.extend(expand("flagger.app", &["canaries/finalizers"], &["update"]));
+    expected.extend(expand(
+        "flagger.app",
+        &["metrictemplates", "alertproviders"],
+        READ,
+    ));
+    expected.extend(expand("apps", &["deployments", "daemonsets"], MANAGE));
+    expected.extend(expand("", &["services", "configmaps", "secrets"], MANAGE));
+    expected.extend(expand("autoscaling", &["horizontalpodautoscalers"], MANAGE));
+    expected.extend(expand(
+        "networking.istio.io",
+        &["virtualservices", "destinationrules"],
+        MANAGE,
+    ));
+    expected.extend(expand("", &["events"], &["create", "patch"]));
+    expected.extend(expand("events.k8s.io", &["events"], &["create", "patch"]));
+
+    let (cluster, namespaced) = operator_rbac_rules();
+    for (g, r, v) in cluster.iter().chain(&namespaced) {
+        assert!(
+            !g.contains('*') && !r.contains('*') && !v.contains('*'),
+            "wildcard grant ({g}, {r}, {v})"
+        );
+    }
+    let extra: Vec<_> = cluster.difference(&expected).collect();
+    let missing: Vec<_> = expected.difference(&cluster).collect();
+    assert!(extra.is_empty(), "grants nobody asked for: {extra:?}");
+    assert!(missing.is_empty(), "grants the operator needs: {missing:?}");
+    // Leader election: a Lease in its own namespace, never cluster-wide.
+    assert_eq!(
+        namespaced,
+        expand(
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "create", "update", "patch"]
+        )
+        .into_iter()
+        .collect()
+    );
+    assert!(!cluster.iter().any(|(g, _, _)| g == "coordination.k8s.io"));
+}
+
+/// The YAML between `rules:` and the next `---` of a chart template, where the rules
+/// themselves carry no template actions.
+fn chart_rules(template: &str, kind: &str) -> Value {
+    let doc = template
+        .split("\n---")
+        .find(|d| d.contains(&format!("\nkind: {kind}\n")))
+        .unwrap_or_else(|| panic!("no {kind} in chart rbac template"));
+    let rules = doc
+        .split_once("\nrules:\n")
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| panic!("{kind} without rules"));
+    let rules: String = rules
+        .lines()
+        .take_while(|l| !l.starts_with("{{"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!rules.contains("{{"), "templated rules in {kind}");
+    serde_saphyr::from_str(&rules).expect("chart rules parse")
+}
+
+#[test]
+fn helm_chart_rbac_equals_the_kustomize_rbac() {
+    let template = read(&repo_root().join("deploy/charts/serin/templates/rbac.yaml"));
+    let (cluster, namespaced) = operator_rbac_rules();
+    assert_eq!(grants(&chart_rules(&template, "ClusterRole")), cluster);
+    assert_eq!(grants(&chart_rules(&template, "Role")), namespaced);
+}
+
+/// Keys present in a values tree, as dotted paths (maps only; lists are leaves).
+fn value_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    if let Some(map) = v.as_object() {
+        for (k, child) in map {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            out.insert(path.clone());
+            value_paths(child, &path, out);
+        }
+    }
+}
+
+/// `.Values.a.b.c` references in a template.
+fn values_references(template: &str) -> BTreeSet<String> {
+    let mut refs = BTreeSet::new();
+    for (i, _) in template.match_indices(".Values.") {
+        let rest = &template[i + ".Values.".len()..];
+        let path: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .collect();
+        let path = path.trim_end_matches('.').to_string();
+        if !path.is_empty() {
+            refs.insert(path);
+        }
+    }
+    refs
+}
+
+fn quoted_after<'a>(text: &'a str, keyword: &str) -> BTreeSet<&'a str> {
+    text.match_indices(keyword)
+        .filter_map(|(i, _)| {
+            let rest = text[i + keyword.len()..].trim_start().strip_prefix('"')?;
+            rest.split('"').next()
+        })
+        .collect()
+}
+
+#[test]
+fn helm_charts_use_only_values_they_define() {
+    // `helm` is not packaged for Debian (apt-cache policy helm: nothing), so this
+    // scan stands in for `helm lint` / `helm template`.
+    let charts = repo_root().join("deploy/charts");
+    for chart in ["serin", "loadtester"] {
+        let dir = charts.join(chart);
+        let meta: Value =
+            serde_saphyr::from_str(&read(&dir.join("Chart.yaml"))).expect("Chart.yaml");
+        assert_eq!(meta["apiVersion"], "v2", "{chart}");
+        assert_eq!(meta["name"], chart);
+        for key in ["version", "appVersion"] {
+            assert!(
+                meta[key].as_str().is_some_and(|v| !v.is_empty()),
+                "{chart}: {key}"
+            );
+        }
+        let values: Value =
+            serde_saphyr::from_str(&read(&dir.join("values.yaml"))).expect("values.yaml");
+        let mut defined = BTreeSet::new();
+        value_paths(&values, "", &mut defined);
+
+        let templates = files_under(&dir.join("templates"), &|_| true);
+        assert!(templates.len() >= 3, "{chart}: {templates:?}");
+        let all: String = templates
+            .iter()
+            .map(|p| read(p))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let defines = quoted_after(&all, "define ");
+        for used in quoted_after(&all, "include ").union(&quoted_after(&all, "template ")) {
+            assert!(defines.contains(used), "{chart}: {used} is not defined");
+        }
+        for template in &templates {
+            let text = read(template);
+            for path in values_references(&text) {
+                assert!(
+                    defined.contains(&path),
+                    "{}: .Values.{path} is not in values.yaml",
+                    rel(template)
+                );
+            }
+            assert_eq!(
+                text.matches("{{").count(),
+                text.matches("}}").count(),
+                "{}: unbalanced template delimiters",
+                rel(template)
+            );
+            let actions: Vec<&str> = text
+                .split("{{")
+                .skip(1)
+                .map(|a| a.trim_start_matches('-').trim_start())
+                .collect();
+            let opened = actions
+                .iter()
+                .filter(|a| {
+                    ["if ", "range ", "with ", "define "]
+                        .iter()
+                        .any(|k| a.starts_with(k))
+                })
+                .count();
+            let closed = actions.iter().filter(|a| a.starts_with("end")).count();
+            assert_eq!(
+                opened,
+                closed,
+                "{}: if/range/with/define without end",
+                rel(template)
+            );
+        }
+    }
+
+    // The values users look for when they come from Flagger's chart.
+    let values: Value =
+        serde_saphyr::from_str(&read(&charts.join("serin/values.yaml"))).expect("values.yaml");
+    let mut defined = BTreeSet::new();
+    value_paths(&values, "", &mut defined);
+    for key in [
+        "image.repository",
+        "image.tag",
+        "meshProvider",
+        "metricsServer",
+        "prometheus.install",
+        "slack.url",
+        "slack.channel",
+        "slack.user",
+        "msteams.url",
+        "replicas",
+        "leaderElection.enabled",
+        "resources",
+        "podMonitor.enabled",
+        "podAnnotations.prometheus.io/scrape",
+        "serviceAccount.create",
+        "serviceAccount.name",
+        "rbac.create",
+    ] {
+        assert!(defined.contains(key), "serin chart: no value {key}");
+    }
+    // Leader election turns itself on with more than one replica.
+    assert_eq!(values["leaderElection"]["enabled"], "auto");
+    let helpers = read(&charts.join("serin/templates/_helpers.tpl"));
+    assert!(helpers.contains("gt (int .Values.replicas) 1"));
+}
+
+#[test]
+fn helm_chart_ships_the_generated_crds() {
+    let root = repo_root();
+    let generated = root.join("deploy/crds/crds.yaml");
+    assert!(
+        generated.is_file(),
+        "deploy/crds/crds.yaml is missing: generate it with `serin crds > deploy/crds/crds.yaml`"
+    );
+    let copy = root.join("deploy/charts/serin/crds/crds.yaml");
+    assert!(
+        copy.is_file() && read(&copy) == read(&generated),
+        "deploy/charts/serin/crds/crds.yaml is stale: cp deploy/crds/crds.yaml deploy/charts/serin/crds/"
+    );
+}
+
+/// Flags passed to `serin <sub>` in deploy/ and gitops/ manifests and chart templates.
+fn flags_used(subcommand: &str) -> BTreeSet<String> {
+    let root = repo_root();
+    let mut flags = BTreeSet::new();
+    for file in ["deploy", "gitops"]
+        .iter()
+        .flat_map(|top| files_under(&root.join(top), &is_yaml))
+    {
+        let text = read(&file);
+        let mut in_args = false;
+        for line in text.lines() {
+            let t = line.trim();
+            if t == format!("- {subcommand}") {
+                in_args = true;
+                continue;
+            }
+            if in_args {
+                if let Some(arg) = t.strip_prefix("- --") {
+                    let name = arg.split(['=', ' ']).next().unwrap_or("");
+                    flags.insert(format!("--{name}"));
+                } else if !(t.starts_with("{{") || t.starts_with('#') || t.starts_with("- --")) {
+                    in_args = false;
+                }
+            }
+        }
+    }
+    flags
+}
+
+#[test]
+fn manifests_pass_only_flags_the_binary_knows() {
+    for (sub, at_least) in [
+        (
+            "operator",
+            &[
+                "--mesh-provider",
+                "--metrics-server",
+                "--leader-elect",
+                "--slack-url",
+            ][..],
+        ),
+        (
+            "loadtester",
+            &["--port", "--enable-bash", "--allow-cmd", "--token"][..],
+        ),
+    ] {
+        let used = flags_used(sub);
+        for flag in at_least {
+            assert!(
+                used.contains(*flag),
+                "{sub}: {flag} not found in manifests ({used:?})"
+            );
+        }
+        let help = run_bounded(
+            env!("CARGO_BIN_EXE_serin"),
+            &[sub, "--help"],
+            COMMAND_TIMEOUT,
+        );
+        assert!(help.status.success(), "serin {sub} --help: {}", help.stderr);
+        // Until the subcommand has its real arguments (its placeholder takes none),
+        // there is nothing to compare against yet.
+        if !help
+            .stdout
+            .lines()
+            .any(|l| l.contains("--") && !l.contains("--help"))
+        {
+            eprintln!("serin {sub} has no options yet: flags {used:?} not checked");
+            continue;
+        }
+        for flag in &used {
+            assert!(
+                help.stdout.contains(flag.as_str()),
+                "the manifests pass {flag} to `serin {sub}`, which does not know it:\n{}",
+                help.stdout
+            );
+        }
+    }
+}
+
+/// Metric names a PromQL expression selects (functions, keywords, label names,
+/// strings, durations and numbers left out).
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    // Drop string literals, then label matchers, range selectors and grouping lists.
+    let mut s = String::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in expr.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '\'' || c == '`' => quote = Some(c),
+            None => s.push(c),
+        }
+    }
+    let strip = |s: &str, open: char, close: char| -> String {
+        let mut out = String::new();
+        let mut depth = 0;
+        for c in s.chars() {
+            if c == open {
+                depth += 1;
+            } else if c == close && depth > 0 {
+                depth -= 1;
+            } else if depth == 0 {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let s = strip(&strip(&s, '{', '}'), '[', ']');
+    const GROUPING: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    // Aggregations may put `by (..)` before their parentheses: `sum by (le) (..)`.
+    const KEYWORDS: &[&str] = &[
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    ];
+    let chars: Vec<char> = s.chars().collect();
+    let mut names = BTreeSet::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let starts_ident = (c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && (i == 0
+                || !(chars[i - 1].is_ascii_alphanumeric()
+                    || chars[i - 1] == '.'
+                    || chars[i - 1] == '$'));
+        if !starts_ident {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len()
+            && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+        {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        let mut j = i;
+        while j < chars.len() && chars[j].is_whitespace() {
+            j += 1;
+        }
+        let call = j < chars.len() && chars[j] == '(';
+        if GROUPING.contains(&word.as_str()) {
+            if call {
+                // Skip the label list.
+                while j < chars.len() && chars[j] != ')' {
+                    j += 1;
+                }
+                i = j + 1;
+            }
+            continue;
+        }
+        if !call && !KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
+            names.insert(word);
+        }
+    }
+    names
+}
+
+/// Grafana variable queries: `label_values(selector, label)` selects `selector`.
+fn variable_query_metrics(query: &str) -> BTreeSet<String> {
+    if let Some(inner) = query.trim().strip_prefix("label_values(") {
+        let inner = inner.trim_end().trim_end_matches(')');
+        return match inner.rsplit_once(',') {
+            Some((selector, _label)) => metric_names(selector),
+            None => BTreeSet::new(), // label_values(label): no metric
+        };
+    }
+    metric_names(query)
+}
+
+#[test]
+fn promql_metric_name_extraction() {
+    let names = metric_names(
+        r#"histogram_quantile(0.99, sum by (le, destination_workload) (rate(istio_request_duration_milliseconds_bucket{reporter="destination",a=~"$x|y"}[1m]))) / on(job) group_left(x) flagger_canary_weight offset 5m > bool 1e3"#,
+    );
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "flagger_canary_weight".to_string(),
+            "istio_request_duration_milliseconds_bucket".to_string()
+        ])
+    );
+    assert_eq!(
+        variable_query_metrics(
+            r#"label_values(istio_requests_total{ns="$namespace"}, destination_workload)"#
+        ),
+        BTreeSet::from(["istio_requests_total".to_string()])
+    );
+}
+
+fn collect_exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                if k == "expr" {
+                    if let Some(s) = child.as_str() {
+                        out.push(s.to_string());
+                    }
+                } else {
+                    collect_exprs(child, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_exprs(i, out)),
+        _ => {}
+    }
+}
+
+/// Istio's metrics and serin's own (Flagger's names, SPEC.md "Alerts, logs, metrics").
+const KNOWN_METRICS: &[&str] = &[
+    "istio_requests_total",
+    "istio_request_duration_milliseconds_bucket",
+    "flagger_canary_status",
+    "flagger_canary_weight",
+    "flagger_canary_total",
+    "flagger_canary_duration_seconds_bucket",
+    "flagger_canary_duration_seconds_sum",
+    "flagger_canary_duration_seconds_count",
+    "flagger_canary_successes_total",
+    "flagger_canary_failures_total",
+    "flagger_info",
+];
+
+#[test]
+fn grafana_dashboard_queries_only_metrics_that_exist() {
+    let path = repo_root().join("deploy/grafana/istio-canary.json");
+    let dashboard: Value = serde_json::from_str(&read(&path)).expect("dashboard is JSON");
+    // The seed's URL: /d/flagger-istio/istio-canary?var-namespace=..&var-primary=..&var-canary=..
+    assert_eq!(dashboard["uid"], "flagger-istio");
+    assert_eq!(dashboard["title"], "Istio Canary");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let var_names: BTreeSet<&str> = variables
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for v in ["namespace", "primary", "canary"] {
+        assert!(var_names.contains(v), "no variable {v}");
+    }
+
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut exprs = Vec::new();
+    for panel in panels {
+        let mut own = Vec::new();
+        collect_exprs(&panel["targets"], &mut own);
+        assert!(!own.is_empty(), "panel {} queries nothing", panel["title"]);
+        exprs.extend(own);
+    }
+    let mut used = BTreeSet::new();
+    for expr in &exprs {
+        used.extend(metric_names(expr));
+    }
+    for var in variables {
+        let query = var["query"]["query"]
+            .as_str()
+            .or(var["definition"].as_str());
+        if var["type"] == "query" {
+            used.extend(variable_query_metrics(query.expect("variable query")));
+        }
+    }
+    for name in &used {
+        assert!(
+            KNOWN_METRICS.contains(&name.as_str()),
+            "unknown metric {name}"
+        );
+    }
+    for name in [
+        "istio_requests_total",
+        "istio_request_duration_milliseconds_bucket",
+        "flagger_canary_weight",
+        "flagger_canary_status",
+    ] {
+        assert!(used.contains(name), "the dashboard does not show {name}");
+    }
+    // Primary against canary: the Istio panels select both workloads.
+    assert!(
+        exprs
+            .iter()
+            .filter(|e| e.contains("istio_"))
+            .any(|e| e.contains(r#"destination_workload=~"$primary|$canary""#))
+    );
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for t in [
+        "Request volume",
+        "Success rate",
+        "Request duration",
+        "Traffic weight",
+        "Canary status",
+    ] {
+        assert!(titles.contains(&t), "no panel {t}: {titles:?}");
+    }
+}
+
+#[test]
+fn metric_templates_query_istio_metrics_that_exist() {
+    let path = repo_root().join("gitops/istio/gateway/serin-metrics.yaml");
+    let templates = yaml_documents(&read(&path), &rel(&path));
+    assert_eq!(templates.len(), 2);
+    for t in &templates {
+        let query = t["spec"]["query"].as_str().expect("query");
+        // {{ interval }} sits in a range selector and the others in strings; drop them.
+        let plain = query.replace("{{", "\"").replace("}}", "\"");
+        let names = metric_names(&plain);
+        assert!(!names.is_empty(), "{}: no metric", name_of(t));
+        for n in &names {
+            assert!(
+                n.starts_with("istio_") && KNOWN_METRICS.contains(&n.as_str()),
+                "{n}"
+            );
+        }
+        // Same Prometheus as the chart installs (prometheus.install in istio/system).
+        assert_eq!(
+            t["spec"]["provider"]["address"],
+            "http://serin-prometheus.istio-system:9090"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_runtime_is_distroless_and_non_root() {
+    let text = read(&repo_root().join("Dockerfile"));
+    let stages: Vec<&str> = text.split("\nFROM ").skip(1).collect();
+    assert!(stages.len() >= 2, "multi-stage build");
+    let last = stages.last().expect("final stage");
+    assert!(
+        last.starts_with("gcr.io/distroless/") || last.starts_with("scratch"),
+        "final stage: {}",
+        last.lines().next().unwrap_or("")
+    );
+    for stage in &stages[1..] {
+        let user = stage
+            .lines()
+            .filter_map(|l| l.strip_prefix("USER "))
+            .next_back()
+            .unwrap_or_else(|| {
+                panic!("stage without USER: {}", stage.lines().next().unwrap_or(""))
+            });
+        assert!(
+            !user.starts_with("root") && !user.starts_with("0"),
+            "runs as {user}"
+        );
+        assert!(stage.contains("ENTRYPOINT [\"/usr/local/bin/serin\"]"));
+    }
+    assert!(text.contains("cargo build --release --locked -p serin"));
+}
