@@ -673,8 +673,15 @@ fn chart_rules(template: &str, kind: &str) -> Value {
 fn helm_chart_rbac_equals_the_kustomize_rbac() {
     let template = read(&repo_root().join("deploy/charts/serin/templates/rbac.yaml"));
     let (cluster, namespaced) = operator_rbac_rules();
-    assert_eq!(grants(&chart_rules(&template, "ClusterRole")), cluster);
-    assert_eq!(grants(&chart_rules(&template, "Role")), namespaced);
+    for (kind, kustomize) in [("ClusterRole", cluster), ("Role", namespaced)] {
+        let chart = grants(&chart_rules(&template, kind));
+        let only_chart: Vec<_> = chart.difference(&kustomize).collect();
+        let only_kustomize: Vec<_> = kustomize.difference(&chart).collect();
+        assert!(
+            only_chart.is_empty() && only_kustomize.is_empty(),
+            "{kind}: only in the chart {only_chart:?}, only in kustomize {only_kustomize:?}"
+        );
+    }
 }
 
 /// Keys present in a values tree, as dotted paths (maps only; lists are leaves).
@@ -879,7 +886,7 @@ fn manifests_pass_only_flags_the_binary_knows() {
         ),
         (
             "loadtester",
-            &["--port", "--enable-bash", "--allow-cmd", "--token"][..],
+            &["--port", "--enable-bash", "--allow-cmd", "--timeout"][..],
         ),
     ] {
         let used = flags_used(sub);
