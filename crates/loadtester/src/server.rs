@@ -377,6 +377,7 @@ async fn handle_task(State(lt): State<LoadTester>, body: Bytes) -> Reply {
 
     if is_bash {
         if let Err(r) = lt.command_allowed(true, cmd, "bash") {
+            warn!(canary = %payload.canary(), cmd = %cmd, "command refused: {}", r.1);
             return r;
         }
         return lt
@@ -394,6 +395,7 @@ async fn handle_task(State(lt): State<LoadTester>, body: Bytes) -> Reply {
         };
     }
     if let Err(r) = lt.command_allowed(false, cmd, &words[0]) {
+        warn!(canary = %payload.canary(), cmd = %cmd, "command refused: {}", r.1);
         return r;
     }
     lt.run_command(&payload, cmd, Invocation::Direct(words), opts)
