@@ -44,3 +44,17 @@ impl Default for Clock {
         Self::system()
     }
 }
+
+/// A UTC time as the Kubernetes API's `Time` (seconds precision on the wire).
+pub fn k8s_time(t: DateTime<Utc>) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    let ts = k8s_openapi::jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts)
+}
+
+impl Clock {
+    /// `now()` as the Kubernetes API's `Time`.
+    pub fn now_k8s(&self) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+        k8s_time(self.now())
+    }
+}
