@@ -881,7 +881,7 @@ fn manifests_pass_only_flags_the_binary_knows() {
                 "--mesh-provider",
                 "--metrics-server",
                 "--leader-elect",
-                "--slack-url",
+                "--slack-channel",
             ][..],
         ),
         (
@@ -890,6 +890,13 @@ fn manifests_pass_only_flags_the_binary_knows() {
         ),
     ] {
         let used = flags_used(sub);
+        // Webhook URLs and tokens are secrets: they travel in env vars from Secrets.
+        for secret in ["--slack-url", "--msteams-url", "--token"] {
+            assert!(
+                !used.contains(secret),
+                "{sub}: {secret} passed as an argument"
+            );
+        }
         for flag in at_least {
             assert!(
                 used.contains(*flag),

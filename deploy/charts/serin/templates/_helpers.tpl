@@ -58,3 +58,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.metricsServer -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret holding alert webhook URLs: an existing one, the chart's, or none. */}}
+{{- define "serin.alertsSecretName" -}}
+{{- if .Values.alertsSecretName -}}
+{{- .Values.alertsSecretName -}}
+{{- else if or .Values.slack.url .Values.msteams.url -}}
+{{- printf "%s-alerts" (include "serin.fullname" .) -}}
+{{- end -}}
+{{- end -}}
