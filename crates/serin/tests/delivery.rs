@@ -754,6 +754,28 @@ fn helm_charts_use_only_values_they_define() {
             .map(|p| read(p))
             .collect::<Vec<_>>()
             .join("\n");
+        // And the other way: every value does something (it, or a map above it that a
+        // template hands to toYaml, is referenced).
+        let referenced = values_references(&all);
+        for path in &defined {
+            let prefix = format!("{path}.");
+            if defined.iter().any(|d| d.starts_with(&prefix)) {
+                continue; // a map: its leaves are checked
+            }
+            let mut covered = false;
+            let mut p = path.as_str();
+            loop {
+                if referenced.contains(p) {
+                    covered = true;
+                    break;
+                }
+                match p.rfind('.') {
+                    Some(i) => p = &p[..i],
+                    None => break,
+                }
+            }
+            assert!(covered, "{chart}: value {path} is used by no template");
+        }
         let defines = quoted_after(&all, "define ");
         for used in quoted_after(&all, "include ").union(&quoted_after(&all, "template ")) {
             assert!(defines.contains(used), "{chart}: {used} is not defined");
