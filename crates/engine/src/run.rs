@@ -247,7 +247,7 @@ impl Run<'_> {
         if !self.canary.skips_analysis() {
             match observe.primary_readiness().await {
                 Err(e) => return self.warning(e),
-                Ok(Readiness::Waiting(m)) => return self.normal(m),
+                Ok(Readiness::Waiting(m)) => return self.warning(m),
                 Ok(Readiness::DeadlineExceeded(m)) => {
                     if matches!(phase, CanaryPhase::Promoting | CanaryPhase::Finalising) {
                         return self.failed_promotion(&m);
@@ -282,7 +282,7 @@ impl Run<'_> {
         let mut deadline = None;
         match observe.canary_readiness().await {
             Err(e) => return self.warning(e),
-            Ok(Readiness::Waiting(m)) => return self.normal(m),
+            Ok(Readiness::Waiting(m)) => return self.warning(m),
             Ok(Readiness::DeadlineExceeded(m)) => deadline = Some(m),
             Ok(Readiness::Ready) => {}
         }
@@ -378,7 +378,8 @@ impl Run<'_> {
             .unwrap_or_default();
         for metric in &metrics {
             if let MetricOutcome::Halt(message) = observe.check_metric(metric).await {
-                self.warning(message);
+                // Normal, as the seeds' `kubectl describe` shows metric halts.
+                self.normal(message);
                 return false;
             }
         }

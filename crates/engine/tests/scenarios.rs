@@ -1,0 +1,774 @@
+//! The rules of the control loop, run against an in-memory world that applies the
+//! engine's actions: every strategy, gate and failure path, checked by the events a
+//! user would see and by the traffic invariants at every step.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serin_api::Canary;
+use serin_api::canary::{CanaryMetric, CanaryPhase, CanaryWebhook};
+use serin_api::load::{Object, parse_documents, to_object};
+use serin_engine::{
+    Action, Decision, EventType, MetricOutcome, Observe, Readiness, Routes, TargetRevision, decide,
+};
+
+/// The cluster as the engine sees it, reduced to what it asks and changes.
+struct World {
+    target_hash: String,
+    configs: BTreeMap<String, String>,
+    target_scaled_up: bool,
+    primary_hash: String,
+    routes: Routes,
+    canary_ready: Readiness,
+    primary_ready: Readiness,
+    /// Webhooks by name: true passes. Unlisted webhooks pass.
+    webhooks: HashMap<String, bool>,
+    /// Metrics by name: the halt message, or pass when unlisted.
+    metric_halts: HashMap<String, String>,
+    webhook_calls: Vec<(String, CanaryPhase)>,
+    post_rollout: Vec<CanaryPhase>,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            target_hash: "rev-1".into(),
+            configs: BTreeMap::new(),
+            target_scaled_up: true,
+            primary_hash: "rev-1".into(),
+            routes: Routes::PRIMARY,
+            canary_ready: Readiness::Ready,
+            primary_ready: Readiness::Ready,
+            webhooks: HashMap::new(),
+            metric_halts: HashMap::new(),
+            webhook_calls: Vec::new(),
+            post_rollout: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, action: &Action) {
+        match action {
+            Action::ScaleToZero => self.target_scaled_up = false,
+            Action::ScaleFromZero => self.target_scaled_up = true,
+            Action::SetRoutes(r) => self.routes = *r,
+            Action::Promote => self.primary_hash = self.target_hash.clone(),
+            Action::RunPostRolloutHooks(phase) => self.post_rollout.push(*phase),
+        }
+    }
+
+    /// The invariants of SPEC.md: weights sum to 100, and no traffic goes to a
+    /// target scaled to zero.
+    fn check_invariants(&self) {
+        assert_eq!(
+            self.routes.primary + self.routes.canary,
+            100,
+            "{:?}",
+            self.routes
+        );
+        if !self.target_scaled_up {
+            assert_eq!(self.routes.canary, 0, "traffic to a scaled-down canary");
+            assert!(!self.routes.mirrored, "mirroring to a scaled-down canary");
+        }
+    }
+}
+
+#[async_trait]
+impl Observe for World {
+    async fn target_revision(&mut self) -> Result<TargetRevision, String> {
+        Ok(TargetRevision {
+            spec_hash: self.target_hash.clone(),
+            tracked_configs: self.configs.clone(),
+        })
+    }
+    async fn canary_readiness(&mut self) -> Result<Readiness, String> {
+        Ok(self.canary_ready.clone())
+    }
+    async fn primary_readiness(&mut self) -> Result<Readiness, String> {
+        Ok(self.primary_ready.clone())
+    }
+    async fn routes(&mut self) -> Result<Routes, String> {
+        Ok(self.routes)
+    }
+    async fn call_webhook(
+        &mut self,
+        webhook: &CanaryWebhook,
+        phase: CanaryPhase,
+    ) -> Result<(), String> {
+        self.webhook_calls.push((webhook.name.clone(), phase));
+        if self.webhooks.get(&webhook.name).copied().unwrap_or(true) {
+            Ok(())
+        } else {
+            Err("500 Internal Server Error".into())
+        }
+    }
+    async fn check_metric(&mut self, metric: &CanaryMetric) -> MetricOutcome {
+        match self.metric_halts.get(&metric.name) {
+            Some(m) => MetricOutcome::Halt(m.clone()),
+            None => MetricOutcome::Pass,
+        }
+    }
+}
+
+struct Harness {
+    canary: Canary,
+    world: World,
+    now: DateTime<Utc>,
+    events: Vec<String>,
+}
+
+impl Harness {
+    fn new(yaml: &str) -> Self {
+        let doc = &parse_documents("test.yaml", yaml).unwrap()[0];
+        let Object::Canary(canary) = to_object(doc).unwrap() else {
+            panic!("not a canary")
+        };
+        Harness {
+            canary: *canary,
+            world: World::new(),
+            now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            events: Vec::new(),
+        }
+    }
+
+    fn seed() -> Self {
+        Self::new(include_str!(
+            "../../../tests/fixtures/seeds/istio-guide/podinfo-canary.yaml"
+        ))
+    }
+
+    fn phase(&self) -> CanaryPhase {
+        self.canary
+            .status
+            .as_ref()
+            .map(|s| s.phase)
+            .unwrap_or_default()
+    }
+
+    async fn step(&mut self) -> Decision {
+        let decision = decide(&self.canary, self.now, &mut self.world).await;
+        for action in &decision.actions {
+            self.world.apply(action);
+            self.world.check_invariants();
+        }
+        if let Some(status) = &decision.status {
+            self.canary.status = Some(status.clone());
+        }
+        for e in &decision.events {
+            let prefix = match e.type_ {
+                EventType::Normal => "",
+                EventType::Warning => "W: ",
+            };
+            self.events.push(format!("{prefix}{}", e.message));
+        }
+        self.now += chrono::Duration::seconds(60);
+        decision
+    }
+
+    /// Runs until the phase is one of `phases`, at most `limit` runs.
+    async fn run_until(&mut self, phases: &[CanaryPhase], limit: usize) {
+        for _ in 0..limit {
+            self.step().await;
+            if phases.contains(&self.phase()) {
+                return;
+            }
+        }
+        panic!(
+            "not in {phases:?} after {limit} runs: {:?}\n{:#?}",
+            self.phase(),
+            self.events
+        );
+    }
+
+    async fn initialize(&mut self) {
+        self.run_until(&[CanaryPhase::Initialized], 3).await;
+        assert!(
+            !self.world.target_scaled_up,
+            "target scaled to zero after init"
+        );
+        self.events.clear();
+    }
+
+    fn new_revision(&mut self, hash: &str) {
+        self.world.target_hash = hash.into();
+    }
+
+    async fn rollout(&mut self) -> CanaryPhase {
+        self.run_until(&[CanaryPhase::Succeeded, CanaryPhase::Failed], 60)
+            .await;
+        self.phase()
+    }
+}
+
+fn with_analysis(extra_spec: &str, analysis: &str) -> String {
+    format!(
+        "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: podinfo, namespace: test}}
+spec:
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+  service: {{port: 9898}}
+{extra_spec}  analysis:
+    interval: 1m
+    threshold: 3
+{analysis}"
+    )
+}
+
+#[tokio::test]
+async fn the_seed_canary_is_promoted_with_the_guides_events() {
+    let mut h = Harness::seed();
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Initialized);
+    assert_eq!(h.events, ["Initialization done! podinfo.test"]);
+    assert_eq!(h.world.routes, Routes::PRIMARY);
+    h.events.clear();
+
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert_eq!(
+        h.events,
+        [
+            "New revision detected! Scaling up podinfo.test",
+            "Starting canary analysis for podinfo.test",
+            "Pre-rollout check acceptance-test passed",
+            "Advance podinfo.test canary weight 10",
+            "Advance podinfo.test canary weight 20",
+            "Advance podinfo.test canary weight 30",
+            "Advance podinfo.test canary weight 40",
+            "Advance podinfo.test canary weight 50",
+            "Copying podinfo.test template spec to podinfo-primary.test",
+            "Routing all traffic to primary",
+            "Promotion completed! Scaling down podinfo.test",
+        ]
+    );
+    assert_eq!(h.world.primary_hash, "rev-2");
+    assert!(!h.world.target_scaled_up);
+    assert_eq!(h.world.routes, Routes::PRIMARY);
+    let status = h.canary.status.clone().unwrap();
+    assert_eq!(status.last_promoted_spec.as_deref(), Some("rev-2"));
+    let promoted = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Promoted")
+        .unwrap();
+    assert_eq!(promoted.status, "True");
+    assert_eq!(h.world.post_rollout, [CanaryPhase::Succeeded]);
+    // The load test ran at every analysis step, the acceptance test once.
+    let calls = |name: &str| h.world.webhook_calls.iter().filter(|c| c.0 == name).count();
+    assert_eq!(calls("acceptance-test"), 1);
+    assert_eq!(calls("load-test"), 5);
+
+    // Nothing more happens until the next revision.
+    let d = h.step().await;
+    assert_eq!((d.status, d.actions, d.events), (None, vec![], vec![]));
+}
+
+#[tokio::test]
+async fn a_low_success_rate_rolls_back_at_the_threshold() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    h.world.metric_halts.insert(
+        "request-success-rate".into(),
+        "Halt podinfo.test advancement success rate 69.17% < 99%".into(),
+    );
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Failed);
+    let halts = h
+        .events
+        .iter()
+        .filter(|e| e.starts_with("Halt podinfo.test advancement success rate 69.17% < 99%"))
+        .count();
+    assert_eq!(halts, 5, "{:#?}", h.events);
+    assert_eq!(
+        h.events[h.events.len() - 2..],
+        [
+            "W: Rolling back podinfo.test failed checks threshold reached 5",
+            "W: Canary failed! Scaling down podinfo.test",
+        ]
+    );
+    assert_eq!(h.world.routes, Routes::PRIMARY);
+    assert!(!h.world.target_scaled_up);
+    assert_eq!(
+        h.world.primary_hash, "rev-1",
+        "the primary keeps the old version"
+    );
+    assert_eq!(h.world.post_rollout, [CanaryPhase::Failed]);
+    let status = h.canary.status.clone().unwrap();
+    assert_eq!(status.canary_weight, 0);
+    let promoted = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Promoted")
+        .unwrap();
+    assert_eq!(promoted.status, "False");
+
+    // A fixed revision starts again from Failed.
+    h.world.metric_halts.clear();
+    h.events.clear();
+    h.new_revision("rev-3");
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert_eq!(h.world.primary_hash, "rev-3");
+}
+
+#[tokio::test]
+async fn step_weights_are_followed() {
+    let mut h = Harness::new(&with_analysis("", "    stepWeights: [1, 20, 80]\n"));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    let advances: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| e.starts_with("Advance"))
+        .collect();
+    assert_eq!(
+        advances,
+        [
+            "Advance podinfo.test canary weight 1",
+            "Advance podinfo.test canary weight 20",
+            "Advance podinfo.test canary weight 80",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn step_weight_promotion_moves_traffic_back_in_steps() {
+    let mut h = Harness::new(&with_analysis(
+        "",
+        "    maxWeight: 50\n    stepWeight: 25\n    stepWeightPromotion: 20\n",
+    ));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    let after_copy: Vec<_> = h
+        .events
+        .iter()
+        .skip_while(|e| !e.starts_with("Copying"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        after_copy,
+        [
+            "Copying podinfo.test template spec to podinfo-primary.test",
+            "Advance podinfo.test primary weight 70",
+            "Advance podinfo.test primary weight 90",
+            "Advance podinfo.test primary weight 100",
+            "Promotion completed! Scaling down podinfo.test",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn ab_testing_runs_its_iterations() {
+    let mut h = Harness::new(&with_analysis(
+        "",
+        "    iterations: 3\n    match:\n    - headers:\n        user-agent: {regex: \".*Firefox.*\"}\n",
+    ));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    let iterations: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| e.starts_with("Advance"))
+        .collect();
+    assert_eq!(
+        iterations,
+        [
+            "Advance podinfo.test canary iteration 1/3",
+            "Advance podinfo.test canary iteration 2/3",
+            "Advance podinfo.test canary iteration 3/3",
+        ]
+    );
+    assert!(
+        h.events
+            .contains(&"Routing all traffic to primary".to_string())
+    );
+}
+
+#[tokio::test]
+async fn blue_green_with_the_kubernetes_provider_never_routes_by_weight() {
+    let mut h = Harness::new(&with_analysis(
+        "  provider: kubernetes\n",
+        "    iterations: 2\n",
+    ));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    let mut max_canary = 0;
+    for _ in 0..20 {
+        h.step().await;
+        max_canary = max_canary.max(h.world.routes.canary);
+        if h.phase() == CanaryPhase::Succeeded {
+            break;
+        }
+    }
+    assert_eq!(h.phase(), CanaryPhase::Succeeded, "{:#?}", h.events);
+    assert_eq!(
+        max_canary, 0,
+        "the kubernetes provider keeps the apex on the primary"
+    );
+    assert!(
+        h.events
+            .iter()
+            .any(|e| e == "Advance podinfo.test canary iteration 2/2")
+    );
+}
+
+#[tokio::test]
+async fn blue_green_with_istio_switches_all_traffic_before_promotion() {
+    let mut h = Harness::new(&with_analysis("", "    iterations: 2\n"));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert!(
+        h.events
+            .contains(&"Routing all traffic to canary".to_string()),
+        "{:#?}",
+        h.events
+    );
+}
+
+#[tokio::test]
+async fn mirroring_copies_traffic_before_shifting_it() {
+    let mut h = Harness::new(&with_analysis(
+        "",
+        "    maxWeight: 20\n    stepWeight: 10\n    mirror: true\n",
+    ));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    let mut seen_mirror = false;
+    for _ in 0..30 {
+        h.step().await;
+        if h.world.routes.mirrored {
+            seen_mirror = true;
+            assert_eq!(
+                h.world.routes,
+                Routes {
+                    primary: 100,
+                    canary: 0,
+                    mirrored: true
+                }
+            );
+        }
+        if h.phase() == CanaryPhase::Succeeded {
+            break;
+        }
+    }
+    assert!(seen_mirror, "{:#?}", h.events);
+    assert_eq!(h.phase(), CanaryPhase::Succeeded);
+    let advances: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| e.starts_with("Advance"))
+        .collect();
+    assert_eq!(
+        advances,
+        [
+            "Advance podinfo.test canary weight 0",
+            "Advance podinfo.test canary weight 10",
+            "Advance podinfo.test canary weight 20",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn skip_analysis_promotes_at_once() {
+    let mut h = Harness::new(&with_analysis(
+        "  skipAnalysis: true\n",
+        "    stepWeight: 10\n",
+    ));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert_eq!(
+        h.events,
+        [
+            "New revision detected! Scaling up podinfo.test",
+            "Copying podinfo.test template spec to podinfo-primary.test",
+            "Promotion completed! Canary analysis was skipped for podinfo.test",
+        ]
+    );
+    assert_eq!(h.world.primary_hash, "rev-2");
+}
+
+#[tokio::test]
+async fn a_failing_rollout_webhook_counts_as_a_failed_check() {
+    let yaml = with_analysis(
+        "",
+        "    maxWeight: 30\n    stepWeight: 10\n    webhooks:\n    - name: smoke\n      url: http://tester/\n",
+    );
+    let mut h = Harness::new(&yaml);
+    h.initialize().await;
+    h.world.webhooks.insert("smoke".into(), false);
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Failed);
+    assert!(
+        h.events.contains(&"W: Halt podinfo.test advancement external check smoke failed 500 Internal Server Error".to_string()),
+        "{:#?}",
+        h.events
+    );
+    assert!(
+        h.events.contains(
+            &"W: Rolling back podinfo.test failed checks threshold reached 3".to_string()
+        )
+    );
+}
+
+#[tokio::test]
+async fn confirm_promotion_holds_until_the_gate_opens() {
+    let yaml = with_analysis(
+        "",
+        "    maxWeight: 20\n    stepWeight: 10\n    webhooks:\n    - name: approve\n      type: confirm-promotion\n      url: http://tester/gate/check\n",
+    );
+    let mut h = Harness::new(&yaml);
+    h.initialize().await;
+    h.world.webhooks.insert("approve".into(), false);
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::WaitingPromotion], 10).await;
+    assert!(h.events.contains(
+        &"W: Halt podinfo.test advancement waiting for promotion approval approve".to_string()
+    ));
+    for _ in 0..5 {
+        h.step().await;
+        assert_eq!(h.phase(), CanaryPhase::WaitingPromotion);
+        assert_eq!(h.world.routes.canary, 20, "traffic holds at max weight");
+    }
+    let halts = h
+        .events
+        .iter()
+        .filter(|e| e.contains("waiting for promotion approval"))
+        .count();
+    assert_eq!(halts, 1, "the wait is announced once");
+    h.world.webhooks.insert("approve".into(), true);
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert!(
+        h.events
+            .contains(&"Confirm-promotion check approve passed".to_string())
+    );
+}
+
+#[tokio::test]
+async fn confirm_rollout_holds_the_canary_in_waiting() {
+    let yaml = with_analysis(
+        "",
+        "    stepWeight: 50\n    webhooks:\n    - name: gate\n      type: confirm-rollout\n      url: http://tester/gate/check\n",
+    );
+    let mut h = Harness::new(&yaml);
+    h.initialize().await;
+    h.world.webhooks.insert("gate".into(), false);
+    h.new_revision("rev-2");
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Waiting);
+    assert!(
+        !h.world.target_scaled_up,
+        "nothing scales up before approval"
+    );
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Waiting);
+    h.world.webhooks.insert("gate".into(), true);
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert_eq!(
+        h.events[0],
+        "W: Halt podinfo.test advancement waiting for approval gate"
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_gate_aborts_at_once() {
+    let yaml = with_analysis(
+        "",
+        "    maxWeight: 50\n    stepWeight: 10\n    webhooks:\n    - name: abort\n      type: rollback\n      url: http://tester/rollback/check\n",
+    );
+    let mut h = Harness::new(&yaml);
+    h.initialize().await;
+    h.world.webhooks.insert("abort".into(), false);
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::Progressing], 2).await;
+    h.step().await;
+    h.step().await;
+    assert!(h.world.routes.canary > 0);
+    h.world.webhooks.insert("abort".into(), true);
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Failed);
+    assert!(
+        h.events
+            .contains(&"W: Rolling back podinfo.test manual webhook invoked".to_string())
+    );
+    assert_eq!(h.world.routes, Routes::PRIMARY);
+}
+
+#[tokio::test]
+async fn a_canary_past_its_progress_deadline_is_rolled_back() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    h.world.canary_ready = Readiness::Waiting(
+        "Waiting for podinfo.test rollout to finish: 0 of 1 updated replicas are available".into(),
+    );
+    h.new_revision("rev-2");
+    h.step().await;
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Progressing);
+    assert_eq!(
+        h.world.routes,
+        Routes::PRIMARY,
+        "no traffic before the canary is ready"
+    );
+    assert!(
+        h.events.contains(
+            &"W: Waiting for podinfo.test rollout to finish: 0 of 1 updated replicas are available"
+                .to_string()
+        )
+    );
+    h.world.canary_ready =
+        Readiness::DeadlineExceeded("podinfo.test exceeded its progress deadline".into());
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Failed);
+    assert!(h.events.contains(&"W: Rolling back podinfo.test progress deadline exceeded podinfo.test exceeded its progress deadline".to_string()), "{:#?}", h.events);
+}
+
+#[tokio::test]
+async fn a_new_revision_mid_analysis_restarts_it() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::Progressing], 2).await;
+    h.step().await;
+    h.step().await;
+    h.step().await;
+    assert_eq!(h.world.routes.canary, 30);
+    h.new_revision("rev-3");
+    h.step().await;
+    assert_eq!(h.world.routes, Routes::PRIMARY);
+    assert_eq!(h.canary.status.as_ref().unwrap().canary_weight, 0);
+    assert!(
+        h.events
+            .contains(&"New revision detected! Restarting analysis for podinfo.test".to_string())
+    );
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert_eq!(h.world.primary_hash, "rev-3");
+}
+
+#[tokio::test]
+async fn a_config_change_is_a_new_revision() {
+    let mut h = Harness::seed();
+    h.world
+        .configs
+        .insert("configmap/podinfo-config".into(), "sum-1".into());
+    h.initialize().await;
+    h.step().await;
+    assert!(h.events.is_empty(), "same configs, nothing to do");
+    h.world
+        .configs
+        .insert("configmap/podinfo-config".into(), "sum-2".into());
+    h.step().await;
+    assert_eq!(h.events, ["New revision detected! Scaling up podinfo.test"]);
+}
+
+#[tokio::test]
+async fn a_primary_that_fails_promotion_keeps_traffic_on_the_canary() {
+    let mut h = Harness::new(&with_analysis(
+        "",
+        "    maxWeight: 20\n    stepWeight: 10\n",
+    ));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::Promoting], 10).await;
+    h.world.primary_ready =
+        Readiness::DeadlineExceeded("podinfo-primary.test exceeded its progress deadline".into());
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Failed);
+    assert_eq!(h.world.routes, Routes::to_canary(100));
+    assert!(h.world.target_scaled_up, "the canary keeps serving");
+    assert!(
+        h.events
+            .iter()
+            .any(|e| e.starts_with("W: Promotion of podinfo.test failed, primary not ready"))
+    );
+}
+
+#[tokio::test]
+async fn a_suspended_canary_does_nothing() {
+    let mut h = Harness::new(&with_analysis("  suspend: true\n", "    stepWeight: 10\n"));
+    let d = h.step().await;
+    assert!(d.actions.is_empty());
+    assert_eq!(h.events, ["skipping canary run as object is suspended"]);
+}
+
+#[tokio::test]
+async fn confirm_traffic_increase_gates_each_step() {
+    let yaml = with_analysis(
+        "",
+        "    maxWeight: 30\n    stepWeight: 10\n    webhooks:\n    - name: more\n      type: confirm-traffic-increase\n      url: http://tester/gate/check\n",
+    );
+    let mut h = Harness::new(&yaml);
+    h.initialize().await;
+    h.world.webhooks.insert("more".into(), false);
+    h.new_revision("rev-2");
+    for _ in 0..4 {
+        h.step().await;
+    }
+    assert_eq!(h.world.routes.canary, 0);
+    assert!(h.events.iter().any(
+        |e| e == "W: Halt podinfo.test advancement waiting for traffic increase approval more"
+    ));
+    h.world.webhooks.insert("more".into(), true);
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+}
+
+#[tokio::test]
+async fn session_affinity_sets_cookies_for_the_router() {
+    let mut h = Harness::new(&with_analysis(
+        "",
+        "    maxWeight: 20\n    stepWeight: 10\n    sessionAffinity:\n      cookieName: flagger-cookie\n      primaryCookieName: primary-cookie\n",
+    ));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::Progressing], 2).await;
+    h.step().await;
+    let status = h.canary.status.clone().unwrap();
+    let cookie = status.session_affinity_cookie.expect("a canary cookie");
+    assert!(cookie.starts_with("flagger-cookie="), "{cookie}");
+    assert!(
+        status
+            .primary_session_affinity_cookie
+            .unwrap()
+            .starts_with("primary-cookie=")
+    );
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    let status = h.canary.status.clone().unwrap();
+    assert_eq!(
+        status.previous_session_affinity_cookie.as_deref(),
+        Some(cookie.as_str())
+    );
+}
+
+/// Crash safety: a decision whose actions ran but whose status was never written
+/// (the process died in between) still reaches the same outcome.
+#[tokio::test]
+async fn losing_any_status_write_reaches_the_same_outcome() {
+    for lost_step in 0..12 {
+        let mut h = Harness::seed();
+        h.initialize().await;
+        h.new_revision("rev-2");
+        for step in 0..40 {
+            let before = h.canary.status.clone();
+            h.step().await;
+            if step == lost_step {
+                h.canary.status = before;
+            }
+            if matches!(h.phase(), CanaryPhase::Succeeded | CanaryPhase::Failed) {
+                break;
+            }
+        }
+        assert_eq!(
+            h.phase(),
+            CanaryPhase::Succeeded,
+            "lost write at step {lost_step}: {:#?}",
+            h.events
+        );
+        assert_eq!(h.world.primary_hash, "rev-2");
+        assert_eq!(h.world.routes, Routes::PRIMARY);
+        assert!(!h.world.target_scaled_up);
+    }
+}
