@@ -133,10 +133,14 @@ impl Dispatcher {
         for alert in alerts {
             let Some(minimum) = alert.severity() else {
                 tracing::warn!(
+                    msg = %format!(
+                        "alert {} of {} skipped: severity {:?} is not info, warn or error",
+                        alert.name,
+                        canary.id(),
+                        alert.severity.as_deref().unwrap_or_default()
+                    ),
                     canary = %canary.id(),
                     alert = %alert.name,
-                    severity = alert.severity.as_deref().unwrap_or_default(),
-                    "alert skipped: severity must be info, warn or error"
                 );
                 continue;
             };
@@ -169,7 +173,7 @@ impl Dispatcher {
         while let Some(joined) = set.join_next().await {
             match joined {
                 Ok(outcome) => outcomes.push(outcome),
-                Err(e) => tracing::error!(error = %e, "alert task failed"),
+                Err(e) => tracing::error!(msg = %format!("alert task failed: {e}")),
             }
         }
         outcomes.sort_by_key(|(index, _)| *index);
@@ -227,20 +231,23 @@ impl Dispatcher {
         self.metrics.record(&provider, result.is_ok());
         match &result {
             Ok(status) => tracing::info!(
+                msg = %format!("alert for {} sent to {}", message.canary(), destination.label),
                 canary = %message.canary(),
                 destination = %destination.label,
                 provider = %provider,
                 severity = severity_name(message.severity),
                 status = *status,
-                "alert sent"
             ),
             Err(error) => tracing::warn!(
+                msg = %format!(
+                    "alert for {} can't be sent to {}: {error}",
+                    message.canary(),
+                    destination.label
+                ),
                 canary = %message.canary(),
                 destination = %destination.label,
                 provider = %provider,
                 severity = severity_name(message.severity),
-                error = %error,
-                "alert can't be sent"
             ),
         }
         Outcome {

@@ -18,6 +18,7 @@ pub mod event;
 pub mod factory;
 pub mod gate;
 pub mod gchat;
+mod kube_lookup;
 pub mod lookup;
 pub mod metrics;
 pub mod msteams;
@@ -31,6 +32,7 @@ pub use dispatch::{AlertReport, Dispatcher, Outcome};
 pub use error::{NotifyError, ResolveError};
 pub use event::{AlertEvent, canary_details};
 pub use factory::{NotifierConfig, build_notifier};
+pub use kube_lookup::KubeLookup;
 pub use lookup::{InMemoryLookup, ProviderLookup, SecretData, resolve_provider};
 pub use metrics::AlertMetrics;
 pub use notifier::{

@@ -719,3 +719,115 @@ async fn a_canary_held_by_a_load_tester_gate_names_the_endpoint_to_open() {
     assert_eq!(body["attachments"][0]["title"], "Waiting");
     assert_eq!(body["attachments"][0]["fields"], json!([]));
 }
+
+/// Collects what the JSON log subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_alert_is_logged_as_json_with_a_msg_and_without_the_webhook_path() {
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded, so the spawned alert logs here too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut receiver = Receiver::start(Answer::Status(500)).await;
+    let dispatcher = global(config("slack", receiver.url("/services/T0/B0/SECRET")));
+    let report = tokio::time::timeout(
+        GUARD,
+        dispatcher.alert(&canary(json!([])), AlertEvent::promoted()),
+    )
+    .await
+    .expect("dispatch within the guard time")
+    .expect("alert task");
+    receiver.next().await;
+    assert_eq!(report.failed(), 1);
+
+    let text = String::from_utf8(buffer.0.lock().expect("log buffer").clone()).expect("utf-8");
+    assert!(!text.contains("SECRET"), "{text}");
+    let line: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["level"] == "WARN")
+        .expect("a warning line");
+    let msg = line["msg"].as_str().expect("msg field");
+    assert!(
+        msg.starts_with("alert for podinfo.test can't be sent to global slack:")
+            && msg.contains("500"),
+        "{msg}"
+    );
+    assert_eq!(line["canary"], "podinfo.test");
+    assert_eq!(line["provider"], "slack");
+}
+
+/// A Kubernetes API that knows one AlertProvider and one Secret.
+fn fake_api_server() -> kube::Client {
+    let service = tower::service_fn(|request: http::Request<kube::client::Body>| async move {
+        let (status, body) = match request.uri().path() {
+            "/apis/flagger.app/v1beta1/namespaces/flagger/alertproviders/on-call" => (
+                200,
+                json!({
+                    "apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
+                    "metadata": {"name": "on-call", "namespace": "flagger"},
+                    "spec": {"type": "gchat", "secretRef": {"name": "on-call-url"}},
+                }),
+            ),
+            "/api/v1/namespaces/flagger/secrets/on-call-url" => (
+                200,
+                json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "on-call-url", "namespace": "flagger"},
+                    // "https://chat.example/hook" and "tok"
+                    "data": {"address": "aHR0cHM6Ly9jaGF0LmV4YW1wbGUvaG9vaw==", "token": "dG9r"},
+                }),
+            ),
+            _ => (
+                404,
+                json!({
+                    "apiVersion": "v1", "kind": "Status", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "not found",
+                }),
+            ),
+        };
+        let response = http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .expect("response");
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    kube::Client::new(service, "default")
+}
+
+#[tokio::test]
+async fn the_operator_lookup_reads_providers_and_secrets_from_the_api() {
+    let lookup = serin_notify::KubeLookup::new(fake_api_server());
+    let config = serin_notify::resolve_provider(&lookup, "flagger", "on-call", GUARD)
+        .await
+        .expect("resolved");
+    assert_eq!(config.type_, "gchat");
+    assert_eq!(config.address, "https://chat.example/hook");
+    assert_eq!(config.token.as_deref(), Some("tok"));
+
+    let err = serin_notify::resolve_provider(&lookup, "test", "on-call", GUARD)
+        .await
+        .expect_err("no such provider");
+    assert_eq!(err.to_string(), "alert provider test/on-call: not found");
+}
