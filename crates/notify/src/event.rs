@@ -118,8 +118,12 @@ impl AlertEvent {
         Self::new("Rolling back manual webhook invoked", Severity::Warn)
     }
 
-    /// The canary waits on a confirm-* gate. `None` for a webhook that is not a gate.
+    /// The canary waits on a confirm-* gate. `None` for a webhook that is not a
+    /// gate, or that mutes its alerts (`muteAlert: true`).
     pub fn waiting_for_approval(webhook: &CanaryWebhook) -> Option<Self> {
+        if webhook.mute_alert {
+            return None;
+        }
         let (text, phase) = match webhook.hook_type()? {
             HookType::ConfirmRollout => ("Canary is waiting for approval.", CanaryPhase::Waiting),
             HookType::ConfirmTrafficIncrease => (
@@ -135,6 +139,63 @@ impl AlertEvent {
         let mut event = Self::new(text, Severity::Warn).in_phase(phase);
         event.gate_url = Some(webhook.url.clone());
         Some(event)
+    }
+
+    /// An alert decided elsewhere (the engine gives severity, text and whether to add
+    /// details): the texts of the canary's life above get their phase, details and,
+    /// for a gate, the gate link of the first unmuted confirm-* webhook of that kind
+    /// in `canary` (a load tester gate preferred). Other texts are sent as given.
+    pub fn from_text(severity: Severity, text: &str, with_details: bool, canary: &Canary) -> Self {
+        let waiting = [
+            (HookType::ConfirmRollout, "Canary is waiting for approval."),
+            (
+                HookType::ConfirmTrafficIncrease,
+                "Canary traffic increase is waiting for approval.",
+            ),
+            (
+                HookType::ConfirmPromotion,
+                "Canary promotion is waiting for approval.",
+            ),
+        ];
+        let mut event = if let Some((hook_type, _)) = waiting.iter().find(|(_, t)| *t == text) {
+            let hooks: Vec<&CanaryWebhook> = canary
+                .analysis()
+                .map(|a| a.webhooks.iter().collect())
+                .unwrap_or_default();
+            let candidates = || {
+                hooks
+                    .iter()
+                    .copied()
+                    .filter(|h| h.hook_type() == Some(*hook_type) && !h.mute_alert)
+            };
+            candidates()
+                .find(|h| gate_open_url(&h.url).is_some())
+                .or_else(|| candidates().next())
+                .and_then(Self::waiting_for_approval)
+                .unwrap_or_else(|| Self::new(text, severity))
+        } else if text == Self::new_revision().text {
+            Self::new_revision()
+        } else if text == Self::promoted().text {
+            Self::promoted()
+        } else if text == Self::analysis_skipped().text {
+            Self::analysis_skipped()
+        } else if text.ends_with(" detected, initialization completed.") {
+            Self::new(text, severity)
+                .with_details()
+                .in_phase(CanaryPhase::Initialized)
+        } else if text.starts_with("Failed checks threshold reached ")
+            || text.starts_with("Progress deadline exceeded")
+            || text.starts_with("Promotion failed, primary not ready")
+        {
+            Self::new(text, severity)
+                .with_details()
+                .in_phase(CanaryPhase::Failed)
+        } else {
+            Self::new(text, severity)
+        };
+        event.severity = severity;
+        event.details |= with_details;
+        event
     }
 
     /// The message for `canary`; `cluster_name` adds a Cluster field, as Flagger's
@@ -228,5 +289,141 @@ fn short_duration(d: std::time::Duration) -> String {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canary(analysis: serde_json::Value) -> Canary {
+        serde_json::from_value(json!({
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "frontend", "namespace": "prod"},
+            "spec": {
+                "targetRef": {"kind": "DaemonSet", "name": "frontend"},
+                "service": {"port": 80},
+                "analysis": analysis,
+            }
+        }))
+        .expect("canary")
+    }
+
+    fn field<'a>(fields: &'a [Field], name: &str) -> Option<&'a str> {
+        fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.value.as_str())
+    }
+
+    #[test]
+    fn details_follow_the_strategy_and_defaults() {
+        let ab = canary(json!({"iterations": 10, "match": [{"headers": {"x": {"exact": "1"}}}]}));
+        let fields = canary_details(&ab);
+        assert_eq!(field(&fields, "Target"), Some("DaemonSet/frontend.prod"));
+        assert_eq!(field(&fields, "Failed checks threshold"), Some("1"));
+        assert_eq!(field(&fields, "Progress deadline"), Some("600s"));
+        assert_eq!(field(&fields, "Interval"), Some("1m"));
+        assert_eq!(field(&fields, "Traffic routing"), Some("A/B Testing"));
+
+        let blue_green = canary(json!({"iterations": 5, "interval": "90s"}));
+        let fields = canary_details(&blue_green);
+        assert_eq!(field(&fields, "Traffic routing"), Some("Blue/Green"));
+        assert_eq!(field(&fields, "Interval"), Some("90s"));
+
+        let steps = canary(json!({"stepWeights": [1, 10, 50]}));
+        assert_eq!(
+            field(&canary_details(&steps), "Traffic routing"),
+            Some("Weight steps: 1,10,50 max: 50")
+        );
+        let no_weights = canary(json!({}));
+        assert_eq!(field(&canary_details(&no_weights), "Traffic routing"), None);
+    }
+
+    #[test]
+    fn the_cluster_name_comes_first_and_only_some_alerts_carry_details() {
+        let c = canary(json!({"stepWeight": 5}));
+        let message = AlertEvent::manual_rollback().message(&c, Some("eu-1"));
+        assert_eq!(message.fields, vec![Field::new("Cluster", "eu-1")]);
+        assert_eq!(message.severity, Severity::Warn);
+        // Without a status nor an event phase, the phase is unknown.
+        assert_eq!(message.phase, None);
+
+        let message = AlertEvent::initialized("DaemonSet").message(&c, Some("eu-1"));
+        assert_eq!(
+            message.text,
+            "New DaemonSet detected, initialization completed."
+        );
+        assert_eq!(message.fields[0], Field::new("Cluster", "eu-1"));
+        assert_eq!(message.fields[1].name, "Target");
+        assert_eq!(message.phase.as_deref(), Some("Initialized"));
+        assert_eq!(message.canary(), "frontend.prod");
+    }
+
+    #[test]
+    fn engine_texts_get_their_phase_details_and_gate() {
+        let c = canary(json!({"webhooks": [
+            {"name": "muted", "type": "confirm-promotion", "url": "http://other/gate/check", "muteAlert": true},
+            {"name": "ask", "type": "confirm-promotion", "url": "http://approvals/ask"},
+            {"name": "gate", "type": "confirm-promotion", "url": "http://lt.prod/gate/check"},
+        ]}));
+        let event = AlertEvent::from_text(
+            Severity::Warn,
+            "Canary promotion is waiting for approval.",
+            false,
+            &c,
+        );
+        assert_eq!(event.gate_url.as_deref(), Some("http://lt.prod/gate/check"));
+        assert_eq!(event.phase, Some(CanaryPhase::WaitingPromotion));
+        let message = event.message(&c, None);
+        assert!(
+            message.text.ends_with("http://lt.prod/gate/open`"),
+            "{}",
+            message.text
+        );
+
+        let event = AlertEvent::from_text(
+            Severity::Info,
+            "Canary analysis completed successfully, promotion finished.",
+            false,
+            &c,
+        );
+        assert_eq!(event, AlertEvent::promoted());
+        let event = AlertEvent::from_text(
+            Severity::Error,
+            "Failed checks threshold reached 3",
+            false,
+            &c,
+        );
+        assert_eq!(event, AlertEvent::failed_checks(3));
+        let event = AlertEvent::from_text(Severity::Warn, "Something new", true, &c);
+        assert_eq!(
+            event,
+            AlertEvent::new("Something new", Severity::Warn).with_details()
+        );
+    }
+
+    #[test]
+    fn only_unmuted_confirm_gates_raise_waiting_alerts() {
+        let hook =
+            |v: serde_json::Value| -> CanaryWebhook { serde_json::from_value(v).expect("hook") };
+        let gate = hook(
+            json!({"name": "g", "type": "confirm-traffic-increase", "url": "http://lt/gate/check"}),
+        );
+        let event = AlertEvent::waiting_for_approval(&gate).expect("a gate");
+        assert_eq!(
+            event.text,
+            "Canary traffic increase is waiting for approval."
+        );
+        assert_eq!(event.severity, Severity::Warn);
+
+        let muted = hook(
+            json!({"name": "g", "type": "confirm-rollout", "url": "http://lt/gate/check", "muteAlert": true}),
+        );
+        assert_eq!(AlertEvent::waiting_for_approval(&muted), None);
+        let rollout = hook(json!({"name": "load", "url": "http://lt/"}));
+        assert_eq!(AlertEvent::waiting_for_approval(&rollout), None);
     }
 }
