@@ -1,0 +1,144 @@
+//! The metrics-provider trait: every backend (Prometheus today; Datadog, CloudWatch,
+//! New Relic... later) is one type implementing it, in one file.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// The future a provider returns. Boxed so a provider can live behind
+/// `Arc<dyn MetricsProvider>` and be chosen at run time from a MetricTemplate.
+pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A backend that answers a query with one number.
+pub trait MetricsProvider: Send + Sync {
+    /// Runs `query` and returns its single value. Empty results, NaN, infinities,
+    /// several series and every transport or query error are errors, never a number.
+    fn run_query<'a>(&'a self, query: &'a str) -> ProviderFuture<'a, Result<f64, ProviderError>>;
+
+    /// Checks that the provider answers a trivial query.
+    fn is_online(&self) -> ProviderFuture<'_, Result<(), ProviderError>>;
+
+    /// The provider's kind and address, for messages (`prometheus http://...`).
+    fn describe(&self) -> String;
+}
+
+/// Why a query gave no usable number. Every variant names the query (whitespace
+/// collapsed, as sent) so an event or log line says which check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("no values found: the query returned no data: {query}")]
+    NoData { query: String },
+    #[error("no values found: the query returned NaN (no data to compute it from): {query}")]
+    NaN { query: String },
+    #[error("the query returned {value} instead of a finite number: {query}")]
+    Infinite { query: String, value: String },
+    #[error("the query returned {count} series where one value is expected: {query}")]
+    SeveralSeries { query: String, count: usize },
+    #[error("the query returned a {result_type} where one value is expected: {query}")]
+    UnexpectedResultType { query: String, result_type: String },
+    #[error("{provider} rejected the query ({error_type}): {message}: {query}")]
+    Query {
+        provider: String,
+        query: String,
+        error_type: String,
+        message: String,
+    },
+    #[error("{provider} {address} answered HTTP {status}: {body}: {query}")]
+    Http {
+        provider: String,
+        address: String,
+        query: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{provider} {address} unreachable: {reason}: {query}")]
+    Unreachable {
+        provider: String,
+        address: String,
+        query: String,
+        reason: String,
+    },
+    #[error("{provider} {address} did not answer within {}: {query}", serin_api::duration::format_duration(*timeout))]
+    Timeout {
+        provider: String,
+        address: String,
+        query: String,
+        timeout: Duration,
+    },
+    #[error("{provider} {address} request failed: {reason}: {query}")]
+    Request {
+        provider: String,
+        address: String,
+        query: String,
+        reason: String,
+    },
+    #[error("{provider} {address} sent an answer serin cannot read: {reason}: {query}")]
+    Decode {
+        provider: String,
+        address: String,
+        query: String,
+        reason: String,
+    },
+    #[error("{provider} is online but answered {value} to {query} instead of 1")]
+    NotOnline {
+        provider: String,
+        query: String,
+        value: f64,
+    },
+}
+
+impl ProviderError {
+    /// True when the provider worked but had nothing to say: Flagger's "no values
+    /// found", which usually means the canary receives no traffic.
+    pub fn is_no_data(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::NoData { .. } | ProviderError::NaN { .. }
+        )
+    }
+
+    /// True when the provider could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Unreachable { .. } | ProviderError::Timeout { .. }
+        )
+    }
+}
+
+/// Why a provider could not be built from its settings.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderConfigError {
+    #[error("metric provider type {type_:?} is not supported (supported: {supported})")]
+    UnsupportedType { type_: String, supported: String },
+    #[error("{provider} address {address:?} is not a valid URL: {reason}")]
+    InvalidAddress {
+        provider: String,
+        address: String,
+        reason: String,
+    },
+    #[error(
+        "no {provider} address: set the MetricTemplate's provider.address, the Canary's spec.metricsServer or the operator's --metrics-server"
+    )]
+    NoAddress { provider: String },
+    #[error("{provider} credentials do not contain a {key}")]
+    MissingCredential { provider: String, key: String },
+    #[error("{provider} credentials: Secret {name} (provider.secretRef) was not found")]
+    MissingSecret { provider: String, name: String },
+    #[error("{provider} credential {key} is not valid UTF-8")]
+    InvalidCredential { provider: String, key: String },
+    #[error("{provider} header {name:?} is not valid: {reason}")]
+    InvalidHeader {
+        provider: String,
+        name: String,
+        reason: String,
+    },
+    #[error("cannot build the HTTP client for {provider}: {reason}")]
+    Client { provider: String, reason: String },
+}
+
+/// Collapses runs of whitespace to one space, as Flagger does before sending a
+/// query, so multi-line templates read well in URLs and messages.
+pub fn collapse_whitespace(query: &str) -> String {
+    query.split_whitespace().collect::<Vec<_>>().join(" ")
+}
