@@ -1,0 +1,242 @@
+//! Watches: a stream of newline-delimited `{"type":..,"object":..}` events read from the
+//! store's change history, from a resourceVersion on. Each watcher keeps its own cursor
+//! into the history, so a slow watcher never loses events; one that falls further behind
+//! than the history reaches gets `410 Gone`, as on a real API server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{Value, json};
+
+use crate::Sandbox;
+use crate::convert::from_storage;
+use crate::error::ApiError;
+use crate::http::{Query, SandboxBody, Shape, Target, error_response, partial};
+use crate::resources::{Conversion, ResourceType};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{Change, EventType};
+
+struct Filter {
+    rt: Arc<ResourceType>,
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    metadata_only: bool,
+}
+
+impl Filter {
+    fn served(&self, stored: &Value) -> Value {
+        let v = from_storage(&self.rt, stored);
+        if self.metadata_only { partial(&v) } else { v }
+    }
+
+    fn matches(&self, served: &Value, stored: &Value) -> bool {
+        self.labels.matches(stored) && (self.fields.is_empty() || self.fields.matches(served))
+    }
+
+    /// The event line this watcher gets for a change, if any.
+    fn line(&self, c: &Change) -> Option<Bytes> {
+        if c.key != self.rt.storage {
+            return None;
+        }
+        if let Some(ns) = &self.namespace
+            && *ns != c.namespace
+        {
+            return None;
+        }
+        let plain = self.labels.is_empty() && self.fields.is_empty() && !self.metadata_only;
+        let same_form = self.rt.conversion == Conversion::None
+            && c.object.get("apiVersion").and_then(Value::as_str)
+                == Some(self.rt.api_version().as_str())
+            && c.object.get("kind").and_then(Value::as_str) == Some(self.rt.kind.as_str());
+        if plain && same_form {
+            return Some(
+                c.line
+                    .get_or_init(|| event_line(c.kind.as_str(), &c.object))
+                    .clone(),
+            );
+        }
+        let now = self.served(&c.object);
+        let now_matches = self.matches(&now, &c.object);
+        let kind = match c.kind {
+            EventType::Added | EventType::Deleted => now_matches.then_some(c.kind),
+            EventType::Modified => {
+                let before = c
+                    .previous
+                    .as_ref()
+                    .map(|p| self.matches(&self.served(p), p))
+                    .unwrap_or(false);
+                match (before, now_matches) {
+                    (true, true) => Some(EventType::Modified),
+                    (false, true) => Some(EventType::Added),
+                    (true, false) => Some(EventType::Deleted),
+                    (false, false) => None,
+                }
+            }
+        }?;
+        Some(event_line(kind.as_str(), &now))
+    }
+}
+
+fn event_line(kind: &str, obj: &Value) -> Bytes {
+    let mut v = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    event_line(
+        "BOOKMARK",
+        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}),
+    )
+}
+
+fn gone(rv: u64, oldest: u64) -> Bytes {
+    let e = ApiError::gone(format!("too old resource version: {rv} ({oldest})"));
+    event_line("ERROR", &e.status())
+}
+
+pub(crate) fn watch(sb: &Sandbox, t: &Target, q: &Query, shape: Shape) -> Response<SandboxBody> {
+    let labels = match LabelSelector::parse(q.get("labelSelector").unwrap_or_default()) {
+        Ok(l) => l,
+        Err(e) => return error_response(&e),
+    };
+    let fields = match FieldSelector::parse(q.get("fieldSelector").unwrap_or_default()) {
+        Ok(f) => f,
+        Err(e) => return error_response(&e),
+    };
+    let start = match q.get("resourceVersion") {
+        None | Some("0") => None,
+        Some(rv) => match rv.parse::<u64>() {
+            Ok(rv) => Some(rv),
+            Err(_) => {
+                return error_response(&ApiError::bad_request(format!(
+                    "invalid resourceVersion {rv:?}"
+                )));
+            }
+        },
+    };
+    let send_initial = q.get("sendInitialEvents") == Some("true");
+    let bookmarks = q.get("allowWatchBookmarks") == Some("true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let filter = Filter {
+        rt: t.rt.clone(),
+        namespace: if t.rt.namespaced {
+            t.namespace.clone()
+        } else {
+            None
+        },
+        labels,
+        fields,
+        metadata_only: shape == Shape::Metadata,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let sb = sb.clone();
+    let bookmark_every = sb.inner.options.bookmark_interval;
+    tokio::spawn(async move {
+        let mut drops = sb.inner.drops.subscribe();
+        drops.borrow_and_update();
+        let (mut changes, mut cursor, initial) = {
+            let state = sb.state();
+            let changes = state.subscribe();
+            match start {
+                Some(rv) if !send_initial => (changes, rv, Vec::new()),
+                _ => {
+                    let rv = state.resource_version();
+                    let ns = if filter.rt.namespaced {
+                        filter.namespace.as_deref()
+                    } else {
+                        Some("")
+                    };
+                    let objs = match filter.fields.name() {
+                        Some(name) => state
+                            .get(&filter.rt.storage, ns.unwrap_or_default(), name)
+                            .into_iter()
+                            .collect(),
+                        None => state.list(&filter.rt.storage, ns),
+                    };
+                    let lines: Vec<Bytes> = objs
+                        .iter()
+                        .filter_map(|o| {
+                            let served = filter.served(o);
+                            filter
+                                .matches(&served, o)
+                                .then(|| event_line("ADDED", &served))
+                        })
+                        .collect();
+                    (changes, rv, lines)
+                }
+            }
+        };
+        for line in initial {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && bookmarks && tx.send(bookmark(&filter.rt, cursor, true)).await.is_err() {
+            return;
+        }
+        let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
+        let mut next_bookmark = tokio::time::Instant::now() + bookmark_every;
+        loop {
+            changes.borrow_and_update();
+            let batch = sb.state().changes_since(cursor, 256);
+            let batch = match batch {
+                Ok(b) => b,
+                Err(oldest) => {
+                    let _ = tx.send(gone(cursor, oldest)).await;
+                    return;
+                }
+            };
+            if !batch.is_empty() {
+                for c in batch {
+                    cursor = c.rv;
+                    if let Some(line) = filter.line(&c)
+                        && tx.send(line).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                continue;
+            }
+            let until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = drops.changed() => return,
+                _ = tx.closed() => return,
+                _ = until_deadline => return,
+                _ = tokio::time::sleep_until(next_bookmark) => {
+                    next_bookmark = tokio::time::Instant::now() + bookmark_every;
+                    if bookmarks && tx.send(bookmark(&filter.rt, cursor, false)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|o| o.map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b))))
+    });
+    Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(StreamBody::new(stream).boxed_unsync())
+        .unwrap_or_else(|_| Response::new(crate::http::full(Bytes::new())))
+}

@@ -1,0 +1,639 @@
+//! kube-rs against the in-process sandbox.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use serin_sandbox::{FaultRule, Sandbox, SandboxOptions, Verb};
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(SandboxOptions::default())
+}
+
+fn cm(name: &str, data: &str) -> ConfigMap {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"app": "podinfo"}},
+        "data": {"k": data}
+    }))
+    .unwrap()
+}
+
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "podinfod", "image": "ghcr.io/stefanprodan/podinfo:6.0.0"}]}}}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn crud_with_kube_client() {
+    let client = sandbox().client();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.is_some());
+    assert!(meta.creation_timestamp.is_some());
+    assert!(meta.resource_version.is_some());
+
+    let got = api.get("a").await.unwrap();
+    assert_eq!(got.data.unwrap()["k"], "1");
+
+    let err = api
+        .create(&PostParams::default(), &cm("a", "2"))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 409);
+            assert_eq!(s.reason, "AlreadyExists");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "2"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api.get("a").await.unwrap().data.unwrap()["k"], "2");
+
+    let list = api
+        .list(&ListParams::default().labels("app=podinfo"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    let list = api
+        .list(&ListParams::default().labels("app!=podinfo"))
+        .await
+        .unwrap();
+    assert!(list.items.is_empty());
+
+    let mut generated = cm("", "x");
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("gen-".into());
+    let g = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    let name = g.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    match api.get("a").await.unwrap_err() {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 404);
+            assert_eq!(s.reason, "NotFound");
+            assert_eq!(s.message, "configmaps \"a\" not found");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Objects need their namespace.
+    let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "nowhere");
+    let err = missing
+        .create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(s) if s.code == 404 && s.message.contains("namespaces \"nowhere\""))
+    );
+}
+
+#[tokio::test]
+async fn optimistic_concurrency_rejects_stale_writes() {
+    let client = sandbox().client();
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let v1 = api
+        .create(&PostParams::default(), &cm("occ", "1"))
+        .await
+        .unwrap();
+    let mut first = v1.clone();
+    first.data = Some([("k".to_string(), "first".to_string())].into());
+    let v2 = api
+        .replace("occ", &PostParams::default(), &first)
+        .await
+        .unwrap();
+    assert_ne!(v1.metadata.resource_version, v2.metadata.resource_version);
+
+    let mut stale = v1.clone();
+    stale.data = Some([("k".to_string(), "stale".to_string())].into());
+    match api
+        .replace("occ", &PostParams::default(), &stale)
+        .await
+        .unwrap_err()
+    {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 409);
+            assert_eq!(s.reason, "Conflict");
+            assert!(
+                s.message.contains("the object has been modified"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(api.get("occ").await.unwrap().data.unwrap()["k"], "first");
+
+    // A no-op write keeps the resourceVersion.
+    let same = api
+        .replace("occ", &PostParams::default(), &v2)
+        .await
+        .unwrap();
+    assert_eq!(same.metadata.resource_version, v2.metadata.resource_version);
+}
+
+#[tokio::test]
+async fn generation_follows_spec_only_and_status_subresource() {
+    let sb = Sandbox::new(SandboxOptions {
+        rollout_delay: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    let api: Api<Deployment> = Api::namespaced(sb.client(), "default");
+    let d = api
+        .create(&PostParams::default(), &deployment("web", 2))
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.generation, Some(1));
+    let d = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        d.metadata.generation,
+        Some(1),
+        "metadata changes keep the generation"
+    );
+    let d = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.generation, Some(2));
+
+    // Status goes through the status subresource only (a Service: no simulated controller).
+    let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(sb.client(), "default");
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 9898}]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}});
+    let s1 = svcs
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(lb.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        s1.metadata.generation,
+        Some(1),
+        "status changes keep the generation"
+    );
+    let ingress = |s: &k8s_openapi::api::core::v1::Service| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.load_balancer.as_ref())
+            .and_then(|l| l.ingress.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(ingress(&s1).len(), 1);
+    let s2 = svcs
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": null, "spec": {"ports": [{"port": 80}]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ingress(&s2).len(),
+        1,
+        "status in a main-resource write is ignored"
+    );
+    assert_eq!(s2.metadata.generation, Some(2));
+    let spec = s2.spec.unwrap();
+    assert!(spec.cluster_ip.is_some(), "a cluster IP is assigned");
+    assert_eq!(spec.ports.unwrap()[0].protocol.as_deref(), Some("TCP"));
+    // Strategic merge keeps other containers and fields.
+    let d = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "podinfod", "image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.generation, Some(3));
+    let c = &d.spec.unwrap().template.spec.unwrap().containers;
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0].image.as_deref(),
+        Some("ghcr.io/stefanprodan/podinfo:6.0.1")
+    );
+    // Scale subresource.
+    let s = api.get_scale("web").await.unwrap();
+    assert_eq!(s.spec.unwrap().replicas, Some(3));
+    assert_eq!(s.status.unwrap().selector.as_deref(), Some("app=web"));
+    api.patch_scale(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 5}})),
+    )
+    .await
+    .unwrap();
+    let d = api.get("web").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(5));
+    assert_eq!(d.metadata.generation, Some(4));
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_then_merges() {
+    let client = sandbox().client();
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let pp = PatchParams::apply("serin").force();
+    api.patch(
+        "ssa",
+        &pp,
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "ssa"}, "data": {"a": "1"}})),
+    )
+    .await
+    .unwrap();
+    let cm = api
+        .patch(
+            "ssa",
+            &pp,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "ssa", "labels": {"l": "v"}}, "data": {"b": "2"}})),
+        )
+        .await
+        .unwrap();
+    let data = cm.data.unwrap();
+    assert_eq!(data["a"], "1");
+    assert_eq!(data["b"], "2");
+    assert_eq!(cm.metadata.labels.unwrap()["l"], "v");
+    // JSON patch too.
+    let cm = api
+        .patch(
+            "ssa",
+            &PatchParams::default(),
+            &Patch::<()>::Json(
+                serde_json::from_value(json!([{"op": "replace", "path": "/data/a", "value": "9"}]))
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["a"], "9");
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_and_owners_cascade() {
+    let client = sandbox().client();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", "1"))
+        .await
+        .unwrap();
+    let mut dep = cm("dependent", "1");
+    dep.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "owner".into(),
+            uid: owner.metadata.uid.clone().unwrap(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        },
+    ]);
+    api.create(&PostParams::default(), &dep).await.unwrap();
+    api.patch(
+        "owner",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": ["serin/test"]}})),
+    )
+    .await
+    .unwrap();
+    api.delete("owner", &DeleteParams::default()).await.unwrap();
+    let held = api.get("owner").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(
+        api.get("dependent").await.is_ok(),
+        "dependent stays while the owner exists"
+    );
+    api.patch(
+        "owner",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(api.get_opt("owner").await.unwrap().is_none());
+    assert!(
+        api.get_opt("dependent").await.unwrap().is_none(),
+        "garbage collected"
+    );
+
+    // Deleting a namespace deletes what is in it.
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "gone"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let in_ns: Api<ConfigMap> = Api::namespaced(client, "gone");
+    in_ns
+        .create(&PostParams::default(), &cm("x", "1"))
+        .await
+        .unwrap();
+    nss.delete("gone", &DeleteParams::default()).await.unwrap();
+    assert!(
+        in_ns
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn watcher_sees_changes_and_resumes_after_dropped_stream() {
+    let sb = sandbox();
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    let mut stream = watcher(
+        api.clone(),
+        watcher::Config::default().labels("app=podinfo"),
+    )
+    .applied_objects()
+    .boxed();
+    api.create(&PostParams::default(), &cm("w1", "1"))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("w1"));
+
+    sb.drop_watches();
+    for i in 0..5 {
+        api.patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": format!("v{i}")}})),
+        )
+        .await
+        .unwrap();
+    }
+    // Every update after the drop arrives, in order, through the resumed watch.
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("v4") {
+        let o = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(o.data.unwrap()["k"].clone());
+    }
+    assert!(seen.ends_with(&["v4".to_string()]));
+    let pos: Vec<usize> = (0..5)
+        .map(|i| {
+            seen.iter()
+                .position(|s| *s == format!("v{i}"))
+                .unwrap_or(usize::MAX)
+        })
+        .collect();
+    assert!(
+        pos.windows(2).all(|w| w[0] < w[1] && w[1] != usize::MAX),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn watch_from_expired_version_is_gone() {
+    let sb = Sandbox::new(SandboxOptions {
+        watch_history: 16,
+        ..Default::default()
+    });
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    let first = api
+        .create(&PostParams::default(), &cm("h", "0"))
+        .await
+        .unwrap();
+    for i in 0..40 {
+        api.patch(
+            "h",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    let rv = first.metadata.resource_version.unwrap();
+    let mut s = api
+        .watch(&kube::api::WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let ev = tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .unwrap()
+        .unwrap();
+    match ev {
+        Ok(kube::api::WatchEvent::Error(e)) => assert_eq!(e.code, 410),
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 410),
+        other => panic!("expected 410 Gone, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn controller_reconciles_changes() {
+    use kube::runtime::controller::{Action, Controller};
+    use std::sync::Arc;
+    let sb = sandbox();
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let ctl = Controller::new(api.clone(), watcher::Config::default())
+        .run(
+            move |cm: Arc<ConfigMap>, tx: Arc<tokio::sync::mpsc::UnboundedSender<String>>| async move {
+                let v = cm.data.as_ref().and_then(|d| d.get("k").cloned()).unwrap_or_default();
+                let _ = tx.send(format!("{}={v}", cm.metadata.name.clone().unwrap_or_default()));
+                Ok::<_, kube::Error>(Action::await_change())
+            },
+            |_, _, _| Action::await_change(),
+            Arc::new(tx),
+        )
+        .for_each(|_| async {});
+    let handle = tokio::spawn(ctl);
+    api.create(&PostParams::default(), &cm("c1", "one"))
+        .await
+        .unwrap();
+    wait_for(&mut rx, "c1=one").await;
+    api.patch(
+        "c1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "two"}})),
+    )
+    .await
+    .unwrap();
+    wait_for(&mut rx, "c1=two").await;
+    handle.abort();
+}
+
+#[tokio::test]
+async fn injected_faults_answer_409_and_500() {
+    let sb = sandbox();
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    api.create(&PostParams::default(), &cm("f", "1"))
+        .await
+        .unwrap();
+    sb.faults().set(
+        "configmaps",
+        Verb::Patch,
+        FaultRule {
+            conflict_rate: 1.0,
+            ..Default::default()
+        },
+    );
+    let err = api
+        .patch(
+            "f",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "2"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 409));
+    sb.faults().set(
+        "configmaps",
+        Verb::Get,
+        FaultRule {
+            error_rate: 1.0,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(api.get("f").await.unwrap_err(), kube::Error::Api(s) if s.code == 500));
+    sb.faults().clear_all();
+    assert_eq!(api.get("f").await.unwrap().data.unwrap()["k"], "1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deployments_become_ready_after_the_rollout_delay_on_virtual_time() {
+    let sb = Sandbox::new(SandboxOptions {
+        rollout_delay: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let api: Api<Deployment> = Api::namespaced(sb.client(), "default");
+    api.create(&PostParams::default(), &deployment("podinfo", 2))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = api.get("podinfo").await.unwrap().status.unwrap();
+    assert_eq!(st.observed_generation, Some(1));
+    assert_eq!(st.available_replicas.unwrap_or(0), 0);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let st = api.get("podinfo").await.unwrap().status.unwrap();
+    assert_eq!(st.ready_replicas, Some(2));
+    assert_eq!(st.updated_replicas, Some(2));
+    assert_eq!(st.available_replicas, Some(2));
+    let conds = st.conditions.unwrap();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
+    );
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Progressing"
+                && c.reason.as_deref() == Some("NewReplicaSetAvailable"))
+    );
+
+    // Scaled to zero: ready with zero replicas.
+    api.patch_scale(
+        "podinfo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 0}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let d = api.get("podinfo").await.unwrap();
+    let st = d.status.unwrap();
+    assert_eq!(st.observed_generation, d.metadata.generation);
+    assert_eq!(st.replicas, Some(0));
+    assert!(
+        st.conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
+    );
+
+    // Never ready: stays unavailable, then the progress deadline passes.
+    sb.set_never_ready("default", "Deployment", "podinfo", true);
+    api.patch(
+        "podinfo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1,
+        "template": {"metadata": {"annotations": {"rev": "2"}}}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let st = api.get("podinfo").await.unwrap().status.unwrap();
+    assert_eq!(st.updated_replicas, Some(1));
+    assert_eq!(st.available_replicas, Some(0));
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let st = api.get("podinfo").await.unwrap().status.unwrap();
+    assert!(
+        st.conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+    );
+    sb.set_never_ready("default", "Deployment", "podinfo", false);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let st = api.get("podinfo").await.unwrap().status.unwrap();
+    assert_eq!(st.available_replicas, Some(1));
+}
+
+async fn wait_for(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &str) {
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if got == want {
+            return;
+        }
+    }
+}
