@@ -831,3 +831,57 @@ async fn the_operator_lookup_reads_providers_and_secrets_from_the_api() {
         .expect_err("no such provider");
     assert_eq!(err.to_string(), "alert provider test/on-call: not found");
 }
+
+#[tokio::test]
+async fn the_gate_link_in_the_alert_opens_serins_load_tester_gate() {
+    let tester = serin_loadtester::server::LoadTester::new(Default::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let tester_addr = listener.local_addr().expect("addr");
+    let server = tester.clone();
+    tokio::spawn(async move {
+        let _ = server.serve(listener, std::future::pending()).await;
+    });
+    let check_url = format!("http://{tester_addr}/gate/check");
+    let client = serin_http_client::client(&Default::default()).expect("client");
+    let check = || async {
+        client
+            .post(&check_url)
+            .json(&json!({"name": "podinfo", "namespace": "test", "phase": "Progressing"}))
+            .send()
+            .await
+            .expect("gate check")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(check().await, 403, "a gate starts closed");
+
+    let mut receiver = Receiver::start(Answer::Status(200)).await;
+    let dispatcher = global(config("slack", receiver.url("/hook")));
+    let canary = canary(json!([]));
+    let webhook = serde_json::from_value(json!({
+        "name": "gate", "type": "confirm-promotion", "url": check_url,
+    }))
+    .expect("webhook");
+    let event = AlertEvent::waiting_for_approval(&webhook).expect("a gate");
+    dispatcher.alert(&canary, event).await.expect("alert task");
+    let body = receiver.next().await.body;
+
+    // Do what the alert says: `curl -d '<json>' <url>`.
+    let text = body["attachments"][0]["text"].as_str().expect("text");
+    let command = text.split('`').nth(1).expect("a command in backquotes");
+    let rest = command.strip_prefix("curl -d '").expect("curl -d");
+    let (json_body, url) = rest.split_once("' ").expect("body and URL");
+    assert_eq!(url, format!("http://{tester_addr}/gate/open"));
+    let status = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(json_body.to_string())
+        .send()
+        .await
+        .expect("gate open")
+        .status();
+    assert!(status.is_success(), "{status}");
+    assert_eq!(check().await, 200, "the gate is open for podinfo.test");
+}
