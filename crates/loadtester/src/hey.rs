@@ -517,24 +517,30 @@ async fn worker(
     sent: &Counter,
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
-    // Like hey (a Go ticker), the first request waits one period, and a late tick
-    // fires at once without a burst of catch-up requests.
+    // Like hey, the first request waits one period. Ticks missed while the machine or
+    // the target was slow are caught up, so a run sends q * c * z requests as asked; a
+    // worker has one request in flight at most, so catching up never exceeds -c.
     let mut ticker = args.rate_per_worker.map(|q| {
         let period = Duration::from_secs_f64(1.0 / q);
         let mut t = tokio::time::interval_at(start + period, period);
-        t.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        t.set_missed_tick_behavior(MissedTickBehavior::Burst);
         t
     });
     let far_future = start + NO_TIMEOUT * 365;
     let stop = stop_at.unwrap_or(far_future);
     for _ in 0..budget {
         if let Some(t) = ticker.as_mut() {
-            tokio::select! {
-                _ = t.tick() => {}
+            // As in hey, a tick due at or before the end of the run is still sent, so
+            // `-z 2s -q 10` sends 20 requests per worker, not 19.
+            let due = tokio::select! {
+                biased;
+                due = t.tick() => due,
                 _ = tokio::time::sleep_until(stop) => break,
+            };
+            if due > stop {
+                break;
             }
-        }
-        if Instant::now() >= stop {
+        } else if Instant::now() >= stop {
             break;
         }
         let mut request = client
@@ -672,6 +678,8 @@ mod tests {
         assert_eq!(a.headers["user-agent"], "hey/0.0.1");
         assert_eq!(a.url.as_str(), "http://podinfo-canary.test:9898/");
 
+        let d = parse("/usr/local/bin/hey -z 3s -n 5 -c 1 http://x/").unwrap();
+        assert_eq!(d.duration, Some(Duration::from_secs(3)), "-z overrides -n");
         let d = parse("/usr/local/bin/hey http://x/").unwrap();
         assert_eq!((d.requests, d.workers, d.duration), (200, 50, None));
     }

@@ -159,6 +159,7 @@ async fn rate_limited_duration_run_sends_rate_times_workers_times_seconds() {
     assert!(text.contains("load test started"), "{text}");
     wait_idle(&lt).await;
     let sent = target.count.load(Ordering::SeqCst);
+    eprintln!("hey -z 2s -q 10 -c 2 sent {sent} requests");
     assert!(
         (36..=44).contains(&sent),
         "expected 40 ± 10% requests, got {sent}"
@@ -287,6 +288,24 @@ async fn a_running_load_test_is_not_started_twice() {
     assert!(
         lt.metrics_text()
             .contains(r#"serin_loadtester_commands_total{kind="hey"} 2"#)
+    );
+}
+
+#[tokio::test]
+async fn metadata_timeout_stops_a_background_load_test() {
+    let (url, _target) = start_target(0).await;
+    let (lt_url, lt) = start_loadtester(Config::default()).await;
+    let body = payload(
+        "podinfo",
+        json!({"cmd": format!("hey -z 10m -q 5 -c 1 {url}"), "timeout": "300ms"}),
+    );
+    let (status, _) = post(&lt_url, &body).await;
+    assert_eq!(status, StatusCode::OK);
+    wait_idle(&lt).await;
+    let m = lt.metrics_text();
+    assert!(
+        m.contains(r#"serin_loadtester_commands_failed_total{kind="hey"} 1"#),
+        "{m}"
     );
 }
 
