@@ -44,16 +44,16 @@ pub struct PreparedQuery {
 pub enum PrepareError {
     #[error("Metric template {name}.{namespace} error: not found")]
     TemplateNotFound { name: String, namespace: String },
-    #[error("Metric template {name}.{namespace} query render error: {source}")]
+    #[error("Metric template {name}.{namespace} query render error: {error}")]
     TemplateRender {
         name: String,
         namespace: String,
-        source: TemplateError,
+        error: TemplateError,
     },
-    #[error("Metric {metric} query render error: {source}")]
+    #[error("Metric {metric} query render error: {error}")]
     InlineRender {
         metric: String,
-        source: TemplateError,
+        error: TemplateError,
     },
     #[error(
         "Metric query failed for {metric}: no usable metric template or query is configured (built-in checks: request-success-rate, request-duration)"
@@ -102,11 +102,11 @@ pub fn prepare(
         let Some(template) = template else {
             return Err(PrepareError::TemplateNotFound { name, namespace });
         };
-        let query = render_query(&template.spec.query, &model).map_err(|source| {
+        let query = render_query(&template.spec.query, &model).map_err(|error| {
             PrepareError::TemplateRender {
                 name: name.clone(),
                 namespace: namespace.clone(),
-                source,
+                error,
             }
         })?;
         return Ok(PreparedQuery {
@@ -118,10 +118,10 @@ pub fn prepare(
     }
     if let Some(builtin) = BuiltinMetric::from_name(&metric.name) {
         let query =
-            render_query(builtin.query_template(canary.provider()), &model).map_err(|source| {
+            render_query(builtin.query_template(canary.provider()), &model).map_err(|error| {
                 PrepareError::InlineRender {
                     metric: metric.name.clone(),
-                    source,
+                    error,
                 }
             })?;
         return Ok(PreparedQuery {
@@ -132,9 +132,9 @@ pub fn prepare(
         });
     }
     if let Some(q) = metric.query.as_deref().filter(|q| !q.trim().is_empty()) {
-        let query = render_query(q, &model).map_err(|source| PrepareError::InlineRender {
+        let query = render_query(q, &model).map_err(|error| PrepareError::InlineRender {
             metric: metric.name.clone(),
-            source,
+            error,
         })?;
         return Ok(PreparedQuery {
             metric: metric.name.clone(),

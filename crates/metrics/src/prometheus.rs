@@ -1,7 +1,6 @@
 //! The Prometheus provider: the instant-query HTTP API (`GET /api/v1/query`).
 
 use std::collections::BTreeMap;
-use std::error::Error as _;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -261,26 +260,14 @@ fn is_stale_connection(e: &reqwest::Error) -> bool {
     e.is_request() && !e.is_timeout() && !e.is_connect()
 }
 
-/// The innermost messages of an error chain: reqwest's outer message only says
-/// "error sending request", the cause (connection refused, certificate...) is inside.
+/// The innermost message of an error chain: reqwest's outer message only says
+/// "error sending request", the cause (connection refused, a certificate) is inside.
 fn root_cause(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(err) = current {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
+    let mut deepest: &dyn std::error::Error = e;
+    while let Some(inner) = deepest.source() {
+        deepest = inner;
     }
-    if parts.is_empty() {
-        e.to_string()
-    } else {
-        // The last, most specific causes first.
-        parts.reverse();
-        parts.truncate(2);
-        parts.join(": ")
-    }
+    deepest.to_string()
 }
 
 #[derive(Deserialize)]
@@ -319,13 +306,7 @@ fn parse_response(
         Ok(api) => api,
         Err(e) => {
             if status >= 300 {
-                return Err(ProviderError::Http {
-                    provider: PROVIDER.into(),
-                    address: address.into(),
-                    query: query.into(),
-                    status,
-                    body: shorten(&String::from_utf8_lossy(body)),
-                });
+                return Err(http_error(address, query, status, body));
             }
             return Err(decode(format!(
                 "{e} in {}",
@@ -344,13 +325,7 @@ fn parse_response(
         });
     }
     if status >= 300 {
-        return Err(ProviderError::Http {
-            provider: PROVIDER.into(),
-            address: address.into(),
-            query: query.into(),
-            status,
-            body: shorten(&String::from_utf8_lossy(body)),
-        });
+        return Err(http_error(address, query, status, body));
     }
     let data = api.data.ok_or_else(|| decode("no data field".into()))?;
     let sample = match data.result_type.as_str() {
@@ -401,6 +376,25 @@ fn parse_response(
         .and_then(Value::as_str)
         .ok_or_else(|| decode(format!("a sample that is not [time, \"value\"]: {sample}")))?;
     parse_sample_value(query, text).map_err(decode)?
+}
+
+fn http_error(address: &str, query: &str, status: u16, body: &[u8]) -> ProviderError {
+    let body = shorten(&String::from_utf8_lossy(body));
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or_default();
+    ProviderError::Http {
+        provider: PROVIDER.into(),
+        address: address.into(),
+        query: query.into(),
+        status,
+        body: if body.is_empty() {
+            reason.to_string()
+        } else {
+            body
+        },
+    }
 }
 
 /// Prometheus writes sample values as strings, with `NaN`, `+Inf` and `-Inf`.

@@ -26,24 +26,24 @@ pub trait MetricsProvider: Send + Sync {
 /// collapsed, as sent) so an event or log line says which check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("no values found: the query returned no data: {query}")]
+    #[error("no values found: no data for query {query}")]
     NoData { query: String },
-    #[error("no values found: the query returned NaN (no data to compute it from): {query}")]
+    #[error("no values found: NaN (nothing to compute it from) for query {query}")]
     NaN { query: String },
-    #[error("the query returned {value} instead of a finite number: {query}")]
+    #[error("{value} instead of a finite number for query {query}")]
     Infinite { query: String, value: String },
-    #[error("the query returned {count} series where one value is expected: {query}")]
+    #[error("{count} series where one value is expected for query {query}")]
     SeveralSeries { query: String, count: usize },
-    #[error("the query returned a {result_type} where one value is expected: {query}")]
+    #[error("a {result_type} where one value is expected for query {query}")]
     UnexpectedResultType { query: String, result_type: String },
-    #[error("{provider} rejected the query ({error_type}): {message}: {query}")]
+    #[error("{provider} query error ({error_type}): {message}, for query {query}")]
     Query {
         provider: String,
         query: String,
         error_type: String,
         message: String,
     },
-    #[error("{provider} {address} answered HTTP {status}: {body}: {query}")]
+    #[error("{provider} {address} answered HTTP {status}{}{body}, for query {query}", if body.is_empty() { "" } else { ": " })]
     Http {
         provider: String,
         address: String,
@@ -51,28 +51,28 @@ pub enum ProviderError {
         status: u16,
         body: String,
     },
-    #[error("{provider} {address} unreachable: {reason}: {query}")]
+    #[error("{provider} {address} unreachable: {reason}, for query {query}")]
     Unreachable {
         provider: String,
         address: String,
         query: String,
         reason: String,
     },
-    #[error("{provider} {address} did not answer within {}: {query}", serin_api::duration::format_duration(*timeout))]
+    #[error("{provider} {address} did not answer within {}, for query {query}", serin_api::duration::format_duration(*timeout))]
     Timeout {
         provider: String,
         address: String,
         query: String,
         timeout: Duration,
     },
-    #[error("{provider} {address} request failed: {reason}: {query}")]
+    #[error("{provider} {address} request failed: {reason}, for query {query}")]
     Request {
         provider: String,
         address: String,
         query: String,
         reason: String,
     },
-    #[error("{provider} {address} sent an answer serin cannot read: {reason}: {query}")]
+    #[error("{provider} {address} sent an answer serin cannot read: {reason}, for query {query}")]
     Decode {
         provider: String,
         address: String,
