@@ -215,7 +215,7 @@ impl Sandbox {
             Verb::Watch => return watch::watch(self, &target, &query, shape),
             Verb::List => self.list(&target, &query, shape, headers),
             Verb::Get => self.get(&target, &query, shape),
-            Verb::Create => self.create(&target, &query, &body),
+            Verb::Create => self.create(&target, &query, headers, &body),
             Verb::Update => self.update(&target, &query, &body),
             Verb::Patch => self.patch(&target, &query, headers, &body),
             Verb::Delete => self.delete(&target, &query, &body),
@@ -355,13 +355,28 @@ impl Sandbox {
         ))
     }
 
-    fn create(&self, t: &Target, q: &Query, body: &Bytes) -> ApiResult<(u16, Value)> {
+    fn create(
+        &self,
+        t: &Target,
+        q: &Query,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> ApiResult<(u16, Value)> {
         if t.sub.is_some() {
             return Err(ApiError::method_not_allowed(
                 "POST is not supported on subresources",
             ));
         }
-        let obj = to_storage(&t.rt, parse_json(body)?);
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or_default();
+        let body = if ct.starts_with("application/vnd.kubernetes.protobuf") {
+            crate::proto::decode(body)?
+        } else {
+            parse_json(body)?
+        };
+        let obj = to_storage(&t.rt, body);
         let now = self.inner.options.clock.now();
         let mut state = self.state();
         let created = state.create(

@@ -38,6 +38,7 @@ pub mod error;
 mod faults;
 mod http;
 mod patch;
+mod proto;
 mod resources;
 mod selector;
 mod serve;

@@ -1,0 +1,225 @@
+//! Just enough of Kubernetes' protobuf encoding to read what kubectl's typed clients send
+//! (`kubectl create namespace|configmap|secret|serviceaccount`); the sandbox always answers
+//! in JSON, which those clients also accept.
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+fn malformed() -> ApiError {
+    ApiError::bad_request("the protobuf request body is malformed")
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> ApiResult<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&b, rest) = self.buf.split_first().ok_or_else(malformed)?;
+            self.buf = rest;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(malformed())
+    }
+
+    fn next(&mut self) -> ApiResult<Option<(u64, Field<'a>)>> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let field = match key & 7 {
+            0 => Field::Varint(self.varint()?),
+            1 | 5 => {
+                let n = if key & 7 == 1 { 8 } else { 4 };
+                if self.buf.len() < n {
+                    return Err(malformed());
+                }
+                self.buf = &self.buf[n..];
+                Field::Fixed
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| malformed())?;
+                if self.buf.len() < len {
+                    return Err(malformed());
+                }
+                let (b, rest) = self.buf.split_at(len);
+                self.buf = rest;
+                Field::Bytes(b)
+            }
+            _ => return Err(malformed()),
+        };
+        Ok(Some((key >> 3, field)))
+    }
+}
+
+fn fields(buf: &[u8]) -> ApiResult<Vec<(u64, Field<'_>)>> {
+    let mut r = Reader { buf };
+    let mut out = Vec::new();
+    while let Some(f) = r.next()? {
+        out.push(f);
+    }
+    Ok(out)
+}
+
+fn string(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A `map<string, string>` (or bytes values, base64-encoded as JSON does) entry.
+fn map_entry(b: &[u8], base64_values: bool) -> ApiResult<(String, Value)> {
+    let mut k = String::new();
+    let mut v = Value::String(String::new());
+    for (n, f) in fields(b)? {
+        if let Field::Bytes(x) = f {
+            match n {
+                1 => k = string(x),
+                2 if base64_values => {
+                    v = base64::engine::general_purpose::STANDARD.encode(x).into()
+                }
+                2 => v = string(x).into(),
+                _ => {}
+            }
+        }
+    }
+    Ok((k, v))
+}
+
+fn insert_entry(
+    m: &mut Map<String, Value>,
+    key: &str,
+    b: &[u8],
+    base64_values: bool,
+) -> ApiResult<()> {
+    let (k, v) = map_entry(b, base64_values)?;
+    m.entry(key).or_insert_with(|| json!({}))[k] = v;
+    Ok(())
+}
+
+fn object_meta(b: &[u8]) -> ApiResult<Value> {
+    let mut m = Map::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => drop(m.insert("name".into(), string(x).into())),
+            (2, Field::Bytes(x)) => drop(m.insert("generateName".into(), string(x).into())),
+            (3, Field::Bytes(x)) => drop(m.insert("namespace".into(), string(x).into())),
+            (6, Field::Bytes(x)) => drop(m.insert("resourceVersion".into(), string(x).into())),
+            (11, Field::Bytes(x)) => insert_entry(&mut m, "labels", x, false)?,
+            (12, Field::Bytes(x)) => insert_entry(&mut m, "annotations", x, false)?,
+            (14, Field::Bytes(x)) => m
+                .entry("finalizers")
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+                .map(|a| a.push(string(x).into()))
+                .unwrap_or_default(),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// Decodes a `k8s\0`-prefixed protobuf body into the JSON form of the object.
+pub fn decode(body: &[u8]) -> ApiResult<Value> {
+    let inner = body.strip_prefix(b"k8s\0").ok_or_else(malformed)?;
+    let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
+    for (n, f) in fields(inner)? {
+        match (n, f) {
+            (1, Field::Bytes(tm)) => {
+                for (n, f) in fields(tm)? {
+                    match (n, f) {
+                        (1, Field::Bytes(x)) => api_version = string(x),
+                        (2, Field::Bytes(x)) => kind = string(x),
+                        _ => {}
+                    }
+                }
+            }
+            (2, Field::Bytes(x)) => raw = x,
+            _ => {}
+        }
+    }
+    let mut obj = Map::new();
+    obj.insert("apiVersion".into(), api_version.clone().into());
+    obj.insert("kind".into(), kind.clone().into());
+    for (n, f) in fields(raw)? {
+        let Field::Bytes(x) = f else {
+            if let (Field::Varint(v), "ConfigMap", 4) | (Field::Varint(v), "Secret", 5) =
+                (f, kind.as_str(), n)
+            {
+                obj.insert("immutable".into(), (v != 0).into());
+            }
+            continue;
+        };
+        match (kind.as_str(), n) {
+            (_, 1) => drop(obj.insert("metadata".into(), object_meta(x)?)),
+            ("ConfigMap", 2) => insert_entry(&mut obj, "data", x, false)?,
+            ("ConfigMap", 3) => insert_entry(&mut obj, "binaryData", x, true)?,
+            ("Secret", 2) => insert_entry(&mut obj, "data", x, true)?,
+            ("Secret", 3) => drop(obj.insert("type".into(), string(x).into())),
+            ("Secret", 4) => insert_entry(&mut obj, "stringData", x, false)?,
+            ("Namespace" | "ServiceAccount", _) => {}
+            _ => {
+                return Err(ApiError::unsupported_media_type(format!(
+                    "the sandbox reads protobuf only for Namespace, ConfigMap, Secret and ServiceAccount, not {api_version} {kind}; send JSON"
+                )));
+            }
+        }
+    }
+    if let Some(Value::Object(sd)) = obj.remove("stringData") {
+        let data = obj.entry("data").or_insert_with(|| json!({}));
+        for (k, v) in sd {
+            let s = v.as_str().unwrap_or_default();
+            data[k] = base64::engine::general_purpose::STANDARD.encode(s).into();
+        }
+    }
+    Ok(Value::Object(obj))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ld(field: u8, b: &[u8]) -> Vec<u8> {
+        let mut v = vec![(field << 3) | 2, b.len() as u8];
+        v.extend_from_slice(b);
+        v
+    }
+
+    #[test]
+    fn decodes_a_namespace_and_a_configmap() {
+        let meta = [
+            ld(1, b"test"),
+            ld(11, &[ld(1, b"team"), ld(2, b"a")].concat()),
+        ]
+        .concat();
+        let tm = [ld(1, b"v1"), ld(2, b"Namespace")].concat();
+        let body = [b"k8s\0".to_vec(), ld(1, &tm), ld(2, &ld(1, &meta))].concat();
+        let ns = decode(&body).unwrap();
+        assert_eq!(
+            ns,
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "test", "labels": {"team": "a"}}})
+        );
+
+        let tm = [ld(1, b"v1"), ld(2, b"ConfigMap")].concat();
+        let raw = [
+            ld(1, &ld(1, b"cfg")),
+            ld(2, &[ld(1, b"k"), ld(2, b"v")].concat()),
+        ]
+        .concat();
+        let body = [b"k8s\0".to_vec(), ld(1, &tm), ld(2, &raw)].concat();
+        assert_eq!(decode(&body).unwrap()["data"]["k"], "v");
+        assert!(decode(b"nope").is_err());
+    }
+}
