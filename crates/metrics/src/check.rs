@@ -469,6 +469,36 @@ pub async fn run_prepared(
     }
 }
 
+/// Checks that the provider a metric runs against answers, as Flagger does while a
+/// Canary initialises ("all the metrics providers are available!"). The error is
+/// the event text.
+pub async fn check_provider_online(
+    canary: &Canary,
+    metric: &CanaryMetric,
+    template: Option<&MetricTemplate>,
+    secret_data: Option<&BTreeMap<String, Vec<u8>>>,
+    context: &ProviderContext,
+) -> Result<(), String> {
+    let prepared = prepare(canary, metric, template).map_err(|e| e.to_string())?;
+    let provider = build_provider(canary, &prepared, secret_data, context)
+        .map_err(|e| config_failure_message(&prepared, &e))?;
+    provider
+        .is_online()
+        .await
+        .map_err(|e| match &prepared.source {
+            QuerySource::Template { name, namespace } => format!(
+                "{} in metric template {name}.{namespace} not available: {e}",
+                prepared
+                    .provider
+                    .as_ref()
+                    .map(|p| p.type_.as_str())
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or("prometheus")
+            ),
+            _ => format!("{} not available: {e}", provider.describe()),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,10 @@ pub mod provider;
 pub mod template;
 
 pub use builtin::BuiltinMetric;
-pub use check::{CheckOutcome, PreparedQuery, QuerySource, evaluate, failure_message, prepare};
+pub use check::{
+    CheckOutcome, MetricCheck, PreparedQuery, ProviderContext, QuerySource, check_provider_online,
+    evaluate, failure_message, prepare, run_check,
+};
 pub use prometheus::{Credentials, PrometheusOptions, PrometheusProvider};
 pub use provider::{MetricsProvider, ProviderConfigError, ProviderError, ProviderFuture};
 pub use template::{QueryModel, TemplateError, render_query};

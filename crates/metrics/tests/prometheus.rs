@@ -11,7 +11,8 @@ use serin_api::canary::CanaryMetric;
 use serin_api::load::{Object, parse_documents, to_object};
 use serin_api::{Canary, MetricTemplate};
 use serin_metrics::check::{
-    CheckOutcome, ProviderContext, QuerySource, build_provider, find_template, prepare, run_check,
+    CheckOutcome, ProviderContext, QuerySource, build_provider, check_provider_online,
+    find_template, prepare, run_check,
 };
 use serin_metrics::{
     Credentials, MetricsProvider, PrometheusOptions, PrometheusProvider, ProviderError,
@@ -32,9 +33,13 @@ impl Manifests {
     fn load(prometheus_url: &str) -> Self {
         let text =
             format!("{CANARIES}\n---\n{TEMPLATES}").replace("PROMETHEUS_URL", prometheus_url);
+        Self::from_text(&text)
+    }
+
+    fn from_text(text: &str) -> Self {
         let mut canaries = Vec::new();
         let mut templates = Vec::new();
-        for doc in parse_documents("fixtures", &text).expect("fixtures parse") {
+        for doc in parse_documents("fixtures", text).expect("fixtures parse") {
             match to_object(&doc).expect("fixtures are valid objects") {
                 Object::Canary(c) => canaries.push(*c),
                 Object::MetricTemplate(t) => templates.push(*t),
@@ -242,6 +247,10 @@ async fn a_stopped_prometheus_fails_the_check_and_says_so() {
     let provider = build_provider(canary, &prepared, None, &context()).expect("provider");
     provider.is_online().await.expect("online while running");
 
+    check_provider_online(canary, metric, None, None, &context())
+        .await
+        .expect("the Canary's Prometheus is available");
+
     prometheus.stop();
     let err = provider.run_query(&prepared.query).await.unwrap_err();
     assert!(err.is_unreachable(), "{err:?}");
@@ -263,6 +272,82 @@ async fn a_stopped_prometheus_fails_the_check_and_says_so() {
         "{text}"
     );
     assert!(text.contains("unreachable"), "{text}");
+
+    let text = check_provider_online(canary, metric, None, None, &context())
+        .await
+        .unwrap_err();
+    assert!(
+        text.starts_with(&format!("Prometheus {} not available", prometheus.url())),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn template_variables_reach_prometheus() {
+    let traffic = Traffic::istio();
+    let prometheus = Prometheus::start(&traffic);
+    let yaml = format!(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata:
+  name: requests-by-code
+  namespace: test
+spec:
+  provider:
+    type: prometheus
+  query: |
+    sum(rate(istio_requests_total{{
+      reporter="{{{{variables.reporter}}}}",
+      destination_workload_namespace="{{{{ namespace }}}}",
+      destination_workload="{{{{ target }}}}",
+      response_code="{{{{ variables.code }}}}"
+    }}[{{{{ interval }}}}]))
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  metricsServer: {url}
+  targetRef:
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 9898
+  analysis:
+    metrics:
+    - name: source-errors
+      templateRef:
+        name: requests-by-code
+      templateVariables:
+        reporter: source
+        code: "500"
+      thresholdRange:
+        max: 10
+"#,
+        url = prometheus.url()
+    );
+    let loaded = Manifests::from_text(&yaml);
+    let canary = &loaded.canaries[0];
+    let metric = &metrics(canary)[0];
+    // templateRef without namespace: the Canary's namespace; no provider.address:
+    // the Canary's metricsServer.
+    let template = find_template(canary, metric, &loaded.templates);
+    assert!(template.is_some());
+    let check = run_check(canary, metric, template, None, &context()).await;
+    let expected: f64 = traffic
+        .requests
+        .iter()
+        .filter(|s| s.reporter == "source" && s.workload == "podinfo" && s.response_code == "500")
+        .map(|s| s.per_second)
+        .sum();
+    assert_close(check.value.expect("a rate"), expected, "rate");
+    assert_eq!(
+        halt_text(&check.outcome),
+        format!("Halt podinfo.test advancement source-errors {expected:.2} > 10")
+    );
 }
 
 #[tokio::test]

@@ -196,6 +196,42 @@ fn the_template_address_is_used_without_prometheus_flag() {
 }
 
 #[test]
+fn objects_without_namespace_take_the_namespace_flag() {
+    let traffic = Traffic::istio();
+    let prom = Prometheus::start(&traffic);
+    let dir = tempfile::tempdir().unwrap();
+    let canary = write(
+        dir.path(),
+        "canary.yaml",
+        &CANARY.replace("  namespace: test\n", ""),
+    );
+    assert!(
+        !std::fs::read_to_string(&canary)
+            .unwrap()
+            .contains("namespace: test")
+    );
+    let out = serin_query(
+        &[&canary],
+        &[
+            "--canary",
+            "podinfo",
+            "-n",
+            "test",
+            "--metric",
+            "request-success-rate",
+            "--prometheus",
+            &prom.url(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_close(
+        printed_value(&out, "request-success-rate"),
+        traffic.success_rate("test", "podinfo"),
+        "success rate",
+    );
+}
+
+#[test]
 fn fails_with_the_provider_error() {
     let traffic = Traffic::istio();
     let mut prom = Prometheus::start(&traffic);

@@ -55,7 +55,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(d)
             }
         })?;
-    let loaded = Loaded::read(&args.files)?;
+    // Objects without a namespace land where `kubectl apply -n NS` would put them.
+    let default_namespace = args.namespace.as_deref().unwrap_or("default");
+    let loaded = Loaded::read(&args.files, default_namespace)?;
     let canary = loaded.canary(&args.canary, args.namespace.as_deref())?;
     let metric = find_metric(canary, &args.metric)?;
 
@@ -105,7 +107,7 @@ struct Loaded {
 }
 
 impl Loaded {
-    fn read(files: &[PathBuf]) -> anyhow::Result<Self> {
+    fn read(files: &[PathBuf], default_namespace: &str) -> anyhow::Result<Self> {
         let mut loaded = Loaded {
             canaries: Vec::new(),
             templates: Vec::new(),
@@ -124,6 +126,23 @@ impl Loaded {
                 _ => {}
             }
         }
+        let fill = |ns: &mut Option<String>| {
+            if ns.as_deref().is_none_or(str::is_empty) {
+                *ns = Some(default_namespace.to_string());
+            }
+        };
+        loaded
+            .canaries
+            .iter_mut()
+            .for_each(|c| fill(&mut c.metadata.namespace));
+        loaded
+            .templates
+            .iter_mut()
+            .for_each(|t| fill(&mut t.metadata.namespace));
+        loaded
+            .secrets
+            .iter_mut()
+            .for_each(|s| fill(&mut s.metadata.namespace));
         Ok(loaded)
     }
 
