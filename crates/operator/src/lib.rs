@@ -5,3 +5,11 @@
 pub mod error;
 pub mod router;
 pub mod workload;
+
+pub mod controller;
+pub mod events;
+pub mod leader;
+pub mod observer;
+pub mod scheduler;
+pub mod telemetry;
+pub mod webhook;

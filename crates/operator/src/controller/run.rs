@@ -1,0 +1,379 @@
+//! One run of one canary.
+
+use std::time::Duration;
+
+use kube::Api;
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use serin_api::Canary;
+use serin_api::canary::{CanaryPhase, CanaryStatus, HookType};
+use serin_engine::{Action, Decision, EventType};
+use serin_notify::AlertEvent;
+
+use super::{Context, FINALIZER, RETRY_AFTER, event_metadata, key_of, with_default_provider};
+use crate::observer::{ClusterObserver, router_routes};
+use crate::router::Router;
+use crate::workload::{WorkloadController, WorkloadOptions};
+
+/// When to run a canary next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    After(Duration),
+    /// The canary is gone.
+    Stop,
+}
+
+/// Runs one canary once. Returns when to run it next and the generation it ran.
+pub async fn run_once(ctx: &Context, namespace: &str, name: &str) -> (Next, Option<i64>) {
+    let started = tokio::time::Instant::now();
+    let api: Api<Canary> = ctx.api(namespace);
+    let canary = match api.get_opt(name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return (Next::Stop, None),
+        Err(e) => {
+            tracing::warn!(msg = format!("cannot read canary: {e}"), canary = %format!("{name}.{namespace}"));
+            return (Next::After(RETRY_AFTER), None);
+        }
+    };
+    let generation = canary.metadata.generation;
+    let canary = with_default_provider(ctx, canary);
+    let interval = canary.analysis_interval();
+    let next = run_canary(ctx, &api, canary).await;
+    if let Some(t) = &ctx.telemetry {
+        t.observe_run(namespace, name, started.elapsed());
+    }
+    (
+        match next {
+            Some(d) => Next::After(d.min(interval)),
+            None if generation.is_none() => Next::Stop,
+            None => Next::After(interval),
+        },
+        generation,
+    )
+}
+
+type Adapters = (Box<dyn WorkloadController>, Box<dyn Router>);
+
+fn build(ctx: &Context, canary: &Canary) -> Result<Adapters, String> {
+    let workload = crate::workload::workload_with(
+        ctx.client.clone(),
+        canary,
+        WorkloadOptions {
+            clock: ctx.clock,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let router =
+        crate::router::router_for(ctx.client.clone(), canary).map_err(|e| e.to_string())?;
+    Ok((workload, router))
+}
+
+/// The run itself. `Some(d)` asks for the next run sooner than the interval.
+async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<Duration> {
+    let (workload, router) = match build(ctx, &canary) {
+        Ok(x) => x,
+        Err(e) => {
+            warn(ctx, &canary, &e).await;
+            return None;
+        }
+    };
+    if canary.metadata.deletion_timestamp.is_some() {
+        return finalize(ctx, api, &canary, workload.as_ref(), router.as_ref()).await;
+    }
+    if canary.spec.revert_on_deletion && !canary.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = canary.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers}});
+        if let Err(e) = api
+            .patch(
+                &canary.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            warn(ctx, &canary, &format!("cannot add finalizer: {e}")).await;
+            return Some(RETRY_AFTER);
+        }
+    }
+    if !canary.spec.suspend {
+        if let Err(e) = workload.initialize_primary(&canary).await {
+            warn(ctx, &canary, &e.to_string()).await;
+            return Some(RETRY_AFTER);
+        }
+        if let Err(e) = router.reconcile(&canary).await {
+            warn(ctx, &canary, &e.to_string()).await;
+            return Some(RETRY_AFTER);
+        }
+    }
+    let decision = {
+        let mut observer = ClusterObserver::new(
+            &canary,
+            workload.as_ref(),
+            router.as_ref(),
+            ctx.checks.as_ref(),
+        );
+        serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await
+    };
+    if queued(ctx, &canary, &decision).await {
+        return None;
+    }
+    let mut post_rollout = Vec::new();
+    for action in &decision.actions {
+        let result = match action {
+            Action::ScaleToZero => workload.scale_to_zero(&canary).await,
+            Action::ScaleFromZero => workload.scale_from_zero(&canary).await,
+            Action::SetRoutes(r) => router.set_routes(&canary, router_routes(*r)).await,
+            Action::Promote => workload.promote(&canary).await,
+            Action::RunPostRolloutHooks(phase) => {
+                post_rollout.push(*phase);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            warn(ctx, &canary, &e.to_string()).await;
+            return Some(RETRY_AFTER);
+        }
+    }
+    let (canary, status) = match decision.status.clone() {
+        Some(status) => match super::write_status(api, &canary, status.clone()).await {
+            Ok(updated) => (updated, status),
+            Err(e) => {
+                warn(ctx, &canary, &format!("cannot write status: {e}")).await;
+                return Some(RETRY_AFTER);
+            }
+        },
+        None => {
+            let status = canary.status_or_default();
+            (canary, status)
+        }
+    };
+    note_phase(ctx, &canary, &status);
+    publish(ctx, &canary, &status, &decision).await;
+    for phase in post_rollout {
+        run_post_rollout_hooks(ctx, &canary, &status, phase).await;
+    }
+    None
+}
+
+/// Holds back a new analysis when `--max-concurrent-canaries` analyses are under way.
+async fn queued(ctx: &Context, canary: &Canary, decision: &Decision) -> bool {
+    let Some(max) = ctx.options.max_concurrent_canaries else {
+        return false;
+    };
+    let key = key_of(canary);
+    let was_running = canary.status.as_ref().is_some_and(|s| s.phase.is_running());
+    let starts = decision
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase.is_running());
+    if was_running || !starts {
+        return false;
+    }
+    let busy = {
+        let running = ctx.running();
+        running.len() >= max && !running.contains(&key)
+    };
+    if !busy {
+        ctx.queued().remove(&key);
+        return false;
+    }
+    let first = ctx.queued().insert(key);
+    if first {
+        let status = canary.status_or_default();
+        ctx.recorder
+            .record(
+                canary,
+                EventType::Normal,
+                &format!(
+                    "Canary {} is queued: {max} analyses are running (--max-concurrent-canaries {max})",
+                    canary.id()
+                ),
+                status.phase,
+                status.canary_weight,
+            )
+            .await;
+    }
+    true
+}
+
+fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus) {
+    let key = key_of(canary);
+    if status.phase.is_running() {
+        ctx.running().insert(key.clone());
+        ctx.queued().remove(&key);
+    } else {
+        ctx.running().remove(&key);
+    }
+    if let Some(t) = &ctx.telemetry {
+        t.observe_status(canary, status);
+    }
+}
+
+/// Records the decision's events (and passes them to `event` webhooks) and sends its
+/// alerts.
+async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision: &Decision) {
+    let event_hooks: Vec<_> = canary
+        .analysis()
+        .map(|a| {
+            a.webhooks
+                .iter()
+                .filter(|w| w.hook_type() == Some(HookType::Event))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for event in &decision.events {
+        ctx.recorder
+            .record(
+                canary,
+                event.type_,
+                &event.message,
+                status.phase,
+                status.canary_weight,
+            )
+            .await;
+        for hook in &event_hooks {
+            let checks = ctx.checks.clone();
+            let canary = canary.clone();
+            let hook = hook.clone();
+            let extra = event_metadata(event.type_.as_str(), &event.message);
+            let phase = status.phase;
+            tokio::spawn(async move {
+                if let Err(e) = checks.call_webhook(&canary, &hook, phase, &extra).await {
+                    tracing::debug!(msg = format!("event webhook {} failed: {e}", hook.name), canary = %canary.id());
+                }
+            });
+        }
+    }
+    if let Some(dispatcher) = &ctx.alerts {
+        for alert in &decision.alerts {
+            let mut event =
+                AlertEvent::new(alert.message.clone(), alert.severity).in_phase(status.phase);
+            if alert.with_details {
+                event = event.with_details();
+            }
+            drop(dispatcher.alert(canary, event));
+        }
+    }
+}
+
+async fn run_post_rollout_hooks(
+    ctx: &Context,
+    canary: &Canary,
+    status: &CanaryStatus,
+    phase: CanaryPhase,
+) {
+    let hooks: Vec<_> = canary
+        .analysis()
+        .map(|a| {
+            a.webhooks
+                .iter()
+                .filter(|w| w.hook_type() == Some(HookType::PostRollout))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for hook in hooks {
+        let (type_, message) = match ctx
+            .checks
+            .call_webhook(canary, &hook, phase, &Default::default())
+            .await
+        {
+            Ok(()) => (
+                EventType::Normal,
+                format!("Post-rollout check {} passed", hook.name),
+            ),
+            Err(e) => (
+                EventType::Warning,
+                format!("Post-rollout hook {} failed {e}", hook.name),
+            ),
+        };
+        ctx.recorder
+            .record(canary, type_, &message, status.phase, status.canary_weight)
+            .await;
+    }
+}
+
+/// Deletion of a canary: with `revertOnDeletion`, restore the target and remove the
+/// routing objects (Terminating → Terminated), then let the deletion finish.
+async fn finalize(
+    ctx: &Context,
+    api: &Api<Canary>,
+    canary: &Canary,
+    workload: &dyn WorkloadController,
+    router: &dyn Router,
+) -> Option<Duration> {
+    if !canary.finalizers().iter().any(|f| f == FINALIZER) {
+        return None;
+    }
+    let mut status = canary.status_or_default();
+    if status.phase != CanaryPhase::Terminated {
+        if status.phase != CanaryPhase::Terminating {
+            status.phase = CanaryPhase::Terminating;
+            status.last_transition_time = Some(ctx.clock.now_k8s());
+            if let Err(e) = super::write_status(api, canary, status.clone()).await {
+                warn(ctx, canary, &format!("cannot write status: {e}")).await;
+                return Some(RETRY_AFTER);
+            }
+        }
+        if let Err(e) = workload.finalize(canary).await {
+            warn(ctx, canary, &format!("Failed to finalize: {e}")).await;
+            return Some(RETRY_AFTER);
+        }
+        if let Err(e) = router.finalize(canary).await {
+            warn(ctx, canary, &format!("Failed to finalize: {e}")).await;
+            return Some(RETRY_AFTER);
+        }
+        status.phase = CanaryPhase::Terminated;
+        status.last_transition_time = Some(ctx.clock.now_k8s());
+        if let Ok(fresh) = api.get(&canary.name_any()).await
+            && let Err(e) = super::write_status(api, &fresh, status.clone()).await
+        {
+            tracing::warn!(msg = format!("cannot write status: {e}"), canary = %canary.id());
+        }
+        ctx.recorder
+            .record(
+                canary,
+                EventType::Normal,
+                &format!("Canary {} finalized, original state restored", canary.id()),
+                CanaryPhase::Terminated,
+                0,
+            )
+            .await;
+    }
+    let finalizers: Vec<String> = canary
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers}});
+    if let Err(e) = api
+        .patch(
+            &canary.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        warn(ctx, canary, &format!("cannot remove finalizer: {e}")).await;
+        return Some(RETRY_AFTER);
+    }
+    None
+}
+
+/// A warning event (and log line) about a run that could not finish.
+async fn warn(ctx: &Context, canary: &Canary, message: &str) {
+    let status = canary.status_or_default();
+    ctx.recorder
+        .record(
+            canary,
+            EventType::Warning,
+            message,
+            status.phase,
+            status.canary_weight,
+        )
+        .await;
+}

@@ -1,0 +1,150 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so that with several replicas
+//! exactly one runs canaries. The leader renews the Lease every `renew_every`; another
+//! replica takes it over once it has not been renewed for `lease_duration`. Every
+//! write carries the Lease's resourceVersion, so two candidates never both win.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Api;
+use kube::api::PostParams;
+use serin_api::clock::Clock;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct LeaderElection {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    clock: Clock,
+    pub lease_duration: Duration,
+    pub renew_every: Duration,
+}
+
+impl LeaderElection {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            clock,
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn now(&self) -> MicroTime {
+        MicroTime(serin_api::clock::k8s_time(self.clock.now()).0)
+    }
+
+    /// One attempt to take or renew the Lease. `Ok(true)` when this candidate holds it.
+    pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
+        let now = self.now();
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(self.lease_duration.as_secs() as i32),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let ours = holder == self.identity;
+        let expired = match &spec.renew_time {
+            None => true,
+            Some(t) => {
+                let duration = spec
+                    .lease_duration_seconds
+                    .map(|s| Duration::from_secs(s.max(1) as u64))
+                    .unwrap_or(self.lease_duration);
+                let renewed = t.0.as_second();
+                now.0.as_second() >= renewed + duration.as_secs() as i64
+            }
+        };
+        if !ours && !holder.is_empty() && !expired {
+            return Ok(false);
+        }
+        let mut next = spec;
+        if !ours {
+            next.acquire_time = Some(now.clone());
+            next.lease_transitions = Some(next.lease_transitions.unwrap_or(0) + 1);
+            next.holder_identity = Some(self.identity.clone());
+        }
+        next.renew_time = Some(now);
+        next.lease_duration_seconds = Some(self.lease_duration.as_secs() as i32);
+        lease.spec = Some(next);
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until this candidate holds the Lease.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_acquire().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(msg = format!("leader election: {e}")),
+            }
+            tokio::time::sleep(self.renew_every).await;
+        }
+    }
+
+    /// Keeps renewing the Lease in the background. The receiver turns `false` when the
+    /// lease could not be renewed within its duration (another replica may act now).
+    pub fn keep(self) -> (tokio::task::JoinHandle<()>, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(true);
+        let handle = tokio::spawn(async move {
+            let mut last_renewed = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(self.renew_every).await;
+                match self.try_acquire().await {
+                    Ok(true) => last_renewed = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        let _ = tx.send(false);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(msg = format!("leader election: cannot renew lease: {e}"));
+                        if last_renewed.elapsed() >= self.lease_duration {
+                            let _ = tx.send(false);
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        (handle, rx)
+    }
+}

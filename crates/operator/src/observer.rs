@@ -1,0 +1,253 @@
+//! The engine's view of the world during one run: [`ClusterObserver`] answers
+//! [`serin_engine::Observe`] from the workload controller, the router and a [`Checks`]
+//! (webhooks and metrics). The operator's checks call real webhooks and Prometheus
+//! ([`LiveChecks`]); `simulate` scripts them. That is the only difference.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serin_api::canary::{CanaryMetric, CanaryPhase, CanaryWebhook};
+use serin_api::{Canary, MetricTemplate};
+use serin_engine::{MetricOutcome, Observe, Readiness, Routes, TargetRevision};
+use serin_metrics::check::{CheckOutcome, ProviderContext, run_check, template_key};
+
+use crate::router::{self, Router};
+use crate::webhook::WebhookCaller;
+use crate::workload::{self, WorkloadController};
+
+/// Webhook calls and metric checks, the parts of a run that leave the cluster.
+#[async_trait]
+pub trait Checks: Send + Sync {
+    /// Calls a webhook; `Ok` for a 2xx answer. `extra` is added to its metadata.
+    async fn call_webhook(
+        &self,
+        canary: &Canary,
+        webhook: &CanaryWebhook,
+        phase: CanaryPhase,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<(), String>;
+
+    /// Runs one metric check.
+    async fn check_metric(&self, canary: &Canary, metric: &CanaryMetric) -> MetricOutcome;
+}
+
+/// Real webhooks over HTTP, real metric providers.
+pub struct LiveChecks {
+    pub client: kube::Client,
+    pub webhooks: WebhookCaller,
+    pub metrics: ProviderContext,
+}
+
+#[async_trait]
+impl Checks for LiveChecks {
+    async fn call_webhook(
+        &self,
+        canary: &Canary,
+        webhook: &CanaryWebhook,
+        phase: CanaryPhase,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        self.webhooks.call(canary, webhook, phase, extra).await
+    }
+
+    async fn check_metric(&self, canary: &Canary, metric: &CanaryMetric) -> MetricOutcome {
+        let mut template = None;
+        let mut secret = None;
+        if let Some((name, namespace)) = template_key(canary, metric) {
+            let api: Api<MetricTemplate> = Api::namespaced(self.client.clone(), &namespace);
+            match api.get_opt(&name).await {
+                Ok(Some(t)) => template = Some(t),
+                Ok(None) => {
+                    return MetricOutcome::Halt(format!(
+                        "Metric template {name}.{namespace} not found"
+                    ));
+                }
+                Err(e) => {
+                    return MetricOutcome::Halt(format!(
+                        "Metric template {name}.{namespace} error: {e}"
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &template
+            && let Some(r) = t.spec.provider.secret_ref.as_ref()
+        {
+            let ns = t.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+            match api.get_opt(&r.name).await {
+                Ok(Some(s)) => {
+                    secret = Some(
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect::<BTreeMap<String, Vec<u8>>>(),
+                    )
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return MetricOutcome::Halt(format!(
+                        "Metric template {} secret {}.{ns} error: {e}",
+                        t.metadata.name.clone().unwrap_or_default(),
+                        r.name
+                    ));
+                }
+            }
+        }
+        let check = run_check(
+            canary,
+            metric,
+            template.as_ref(),
+            secret.as_ref(),
+            &self.metrics,
+        )
+        .await;
+        match check.outcome {
+            CheckOutcome::Pass => MetricOutcome::Pass,
+            CheckOutcome::Halt(m) => MetricOutcome::Halt(m),
+        }
+    }
+}
+
+/// Answers the engine's questions for one run of one canary. Each answer is read at
+/// most once per run.
+pub struct ClusterObserver<'a> {
+    pub canary: &'a Canary,
+    pub workload: &'a dyn WorkloadController,
+    pub router: &'a dyn Router,
+    pub checks: &'a dyn Checks,
+    revision: Option<Result<TargetRevision, String>>,
+    canary_ready: Option<Result<Readiness, String>>,
+    primary_ready: Option<Result<Readiness, String>>,
+    routes: Option<Result<Routes, String>>,
+}
+
+impl<'a> ClusterObserver<'a> {
+    pub fn new(
+        canary: &'a Canary,
+        workload: &'a dyn WorkloadController,
+        router: &'a dyn Router,
+        checks: &'a dyn Checks,
+    ) -> Self {
+        Self {
+            canary,
+            workload,
+            router,
+            checks,
+            revision: None,
+            canary_ready: None,
+            primary_ready: None,
+            routes: None,
+        }
+    }
+}
+
+pub fn readiness(r: workload::Readiness) -> Readiness {
+    match r {
+        workload::Readiness::Ready => Readiness::Ready,
+        workload::Readiness::Waiting(m) => Readiness::Waiting(m),
+        workload::Readiness::DeadlineExceeded(m) => Readiness::DeadlineExceeded(m),
+    }
+}
+
+pub fn revision(r: workload::TargetRevision) -> TargetRevision {
+    TargetRevision {
+        spec_hash: r.spec_hash,
+        tracked_configs: r.tracked_configs,
+    }
+}
+
+pub fn engine_routes(r: router::Routes) -> Routes {
+    Routes {
+        primary: r.primary,
+        canary: r.canary,
+        mirrored: r.mirrored,
+    }
+}
+
+pub fn router_routes(r: Routes) -> router::Routes {
+    router::Routes {
+        primary: r.primary,
+        canary: r.canary,
+        mirrored: r.mirrored,
+    }
+}
+
+#[async_trait]
+impl Observe for ClusterObserver<'_> {
+    async fn target_revision(&mut self) -> Result<TargetRevision, String> {
+        if self.revision.is_none() {
+            let r = self
+                .workload
+                .target_revision(self.canary)
+                .await
+                .map(revision)
+                .map_err(|e| e.to_string());
+            self.revision = Some(r);
+        }
+        self.revision
+            .clone()
+            .unwrap_or_else(|| Err("unreachable".into()))
+    }
+
+    async fn canary_readiness(&mut self) -> Result<Readiness, String> {
+        if self.canary_ready.is_none() {
+            let r = self
+                .workload
+                .canary_readiness(self.canary)
+                .await
+                .map(readiness)
+                .map_err(|e| e.to_string());
+            self.canary_ready = Some(r);
+        }
+        self.canary_ready
+            .clone()
+            .unwrap_or_else(|| Err("unreachable".into()))
+    }
+
+    async fn primary_readiness(&mut self) -> Result<Readiness, String> {
+        if self.primary_ready.is_none() {
+            let r = self
+                .workload
+                .primary_readiness(self.canary)
+                .await
+                .map(readiness)
+                .map_err(|e| e.to_string());
+            self.primary_ready = Some(r);
+        }
+        self.primary_ready
+            .clone()
+            .unwrap_or_else(|| Err("unreachable".into()))
+    }
+
+    async fn routes(&mut self) -> Result<Routes, String> {
+        if self.routes.is_none() {
+            let r = self
+                .router
+                .get_routes(self.canary)
+                .await
+                .map(engine_routes)
+                .map_err(|e| e.to_string());
+            self.routes = Some(r);
+        }
+        self.routes
+            .clone()
+            .unwrap_or_else(|| Err("unreachable".into()))
+    }
+
+    async fn call_webhook(
+        &mut self,
+        webhook: &CanaryWebhook,
+        phase: CanaryPhase,
+    ) -> Result<(), String> {
+        self.checks
+            .call_webhook(self.canary, webhook, phase, &BTreeMap::new())
+            .await
+    }
+
+    async fn check_metric(&mut self, metric: &CanaryMetric) -> MetricOutcome {
+        self.checks.check_metric(self.canary, metric).await
+    }
+}
