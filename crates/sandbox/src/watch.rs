@@ -19,6 +19,7 @@ use crate::http::{Query, SandboxBody, Shape, Target, error_response, partial};
 use crate::resources::{Conversion, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Change, EventType};
+use crate::table::{IncludeObject, table};
 
 struct Filter {
     rt: Arc<ResourceType>,
@@ -26,12 +27,35 @@ struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
     metadata_only: bool,
+    /// `kubectl get -w`: every event's object is a one-row Table.
+    table: Option<(IncludeObject, serin_api::clock::Clock)>,
 }
 
 impl Filter {
     fn served(&self, stored: &Value) -> Value {
         let v = from_storage(&self.rt, stored);
         if self.metadata_only { partial(&v) } else { v }
+    }
+
+    fn line_for(&self, kind: &str, served: &Value) -> Bytes {
+        match &self.table {
+            Some((include, clock)) => {
+                let rv = served
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                let t = table(
+                    &self.rt,
+                    std::slice::from_ref(served),
+                    rv,
+                    *include,
+                    clock.now(),
+                );
+                event_line(kind, &t)
+            }
+            None => event_line(kind, served),
+        }
     }
 
     fn matches(&self, served: &Value, stored: &Value) -> bool {
@@ -48,7 +72,10 @@ impl Filter {
         {
             return None;
         }
-        let plain = self.labels.is_empty() && self.fields.is_empty() && !self.metadata_only;
+        let plain = self.labels.is_empty()
+            && self.fields.is_empty()
+            && !self.metadata_only
+            && self.table.is_none();
         let same_form = self.rt.conversion == Conversion::None
             && c.object.get("apiVersion").and_then(Value::as_str)
                 == Some(self.rt.api_version().as_str())
@@ -78,7 +105,7 @@ impl Filter {
                 }
             }
         }?;
-        Some(event_line(kind.as_str(), &now))
+        Some(self.line_for(kind.as_str(), &now))
     }
 }
 
@@ -140,6 +167,12 @@ pub(crate) fn watch(sb: &Sandbox, t: &Target, q: &Query, shape: Shape) -> Respon
         labels,
         fields,
         metadata_only: shape == Shape::Metadata,
+        table: (shape == Shape::Table).then(|| {
+            (
+                IncludeObject::parse(q.get("includeObject")),
+                sb.inner.options.clock,
+            )
+        }),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let sb = sb.clone();
@@ -172,7 +205,7 @@ pub(crate) fn watch(sb: &Sandbox, t: &Target, q: &Query, shape: Shape) -> Respon
                             let served = filter.served(o);
                             filter
                                 .matches(&served, o)
-                                .then(|| event_line("ADDED", &served))
+                                .then(|| filter.line_for("ADDED", &served))
                         })
                         .collect();
                     (changes, rv, lines)

@@ -637,3 +637,144 @@ async fn wait_for(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn watches_get_bookmarks_and_streaming_lists_work() {
+    let sb = Sandbox::new(SandboxOptions {
+        bookmark_interval: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    let created = api
+        .create(&PostParams::default(), &cm("b", "1"))
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.unwrap();
+    let mut s = api
+        .watch(&kube::api::WatchParams::default().timeout(290), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let ev = tokio::time::timeout(Duration::from_secs(45), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match ev {
+        kube::api::WatchEvent::Bookmark(b) => {
+            assert!(
+                b.metadata.resource_version.parse::<u64>().unwrap() >= rv.parse::<u64>().unwrap()
+            )
+        }
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+
+    // kube's streaming lists (sendInitialEvents) see existing objects and then changes.
+    let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("b"));
+    api.create(&PostParams::default(), &cm("c", "1"))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.metadata.name.as_deref(), Some("c"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn injected_delay_runs_on_tokio_time_and_daemonsets_get_ready() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let sb = Sandbox::new(SandboxOptions {
+        rollout_delay: Duration::from_secs(10),
+        ..Default::default()
+    });
+    let api: Api<DaemonSet> = Api::namespaced(sb.client(), "default");
+    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "a", "image": "a:1"}]}}}}))
+        .unwrap())
+        .await
+        .unwrap();
+    sb.faults().set(
+        "daemonsets",
+        Verb::Get,
+        FaultRule {
+            delay: Duration::from_secs(20),
+            ..Default::default()
+        },
+    );
+    let before = tokio::time::Instant::now();
+    let ds = api.get("agent").await.unwrap();
+    assert!(before.elapsed() >= Duration::from_secs(20));
+    // The get was delayed past the rollout delay, so the DaemonSet is ready by now.
+    let st = ds.status.unwrap();
+    assert_eq!(st.observed_generation, Some(1));
+    assert_eq!(st.number_ready, 1);
+    assert_eq!(st.updated_number_scheduled, Some(1));
+}
+
+#[tokio::test]
+async fn watch_with_label_selector_sees_objects_leave_and_enter() {
+    let sb = sandbox();
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    let created = api
+        .create(&PostParams::default(), &cm("sel", "1"))
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.unwrap();
+    let mut s = api
+        .watch(
+            &kube::api::WatchParams::default()
+                .labels("app=podinfo")
+                .timeout(60),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    api.patch(
+        "sel",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "sel",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "ignored"}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "sel",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "podinfo"}}})),
+    )
+    .await
+    .unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        kinds.push(match ev {
+            kube::api::WatchEvent::Added(_) => "ADDED",
+            kube::api::WatchEvent::Modified(_) => "MODIFIED",
+            kube::api::WatchEvent::Deleted(_) => "DELETED",
+            _ => "OTHER",
+        });
+    }
+    assert_eq!(kinds, ["DELETED", "ADDED"]);
+}
