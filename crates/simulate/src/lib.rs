@@ -8,6 +8,7 @@
 //! difference from `serin operator`.
 
 pub mod apply;
+pub mod demo;
 pub mod invariants;
 pub mod scripted;
 
@@ -59,6 +60,8 @@ pub struct Options {
     /// Give up waiting for an outcome after this much (virtual) time.
     pub timeout: Duration,
     pub max_concurrent_canaries: Option<usize>,
+    /// Pace for people: virtual seconds per real second (`None`: as fast as possible).
+    pub pace: Option<f64>,
 }
 
 impl Default for Options {
@@ -71,6 +74,7 @@ impl Default for Options {
             rollout_delay: Duration::from_secs(1),
             timeout: Duration::from_secs(6 * 3600),
             max_concurrent_canaries: None,
+            pace: None,
         }
     }
 }
@@ -316,6 +320,10 @@ impl Simulation {
                 )));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some(speed) = self.options.pace.filter(|s| *s > 0.0) {
+                // Holding the (current-thread) runtime holds virtual time too.
+                std::thread::sleep(Duration::from_secs_f64((1.0 / speed).min(1.0)));
+            }
         }
     }
 

@@ -1,0 +1,107 @@
+//! `serin simulate` on the seed's podinfo canary: the printed events and result.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn seed_canary() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/seeds/istio-guide/podinfo-canary.yaml")
+}
+
+fn simulate(extra: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .arg("simulate")
+        .arg("-f")
+        .arg(seed_canary())
+        .args(extra)
+        .output()
+        .expect("serin runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn healthy_metrics_promote_with_timed_events() {
+    let (ok, stdout) = simulate(&[
+        "--metric",
+        "request-success-rate=99.5",
+        "--metric",
+        "request-duration=250",
+    ]);
+    assert!(ok, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.contains(&"01:00 Normal New revision detected! Scaling up podinfo.test"),
+        "{stdout}"
+    );
+    assert!(
+        lines.contains(&"02:00 Normal Advance podinfo.test canary weight 10"),
+        "{stdout}"
+    );
+    assert!(
+        lines.contains(&"06:00 Normal Advance podinfo.test canary weight 50"),
+        "{stdout}"
+    );
+    assert!(
+        lines.contains(&"09:00 Normal Promotion completed! Scaling down podinfo.test"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"result: Succeeded after 09:00"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn low_success_rate_rolls_back_at_the_threshold() {
+    let (ok, stdout) = simulate(&[
+        "--metric",
+        "request-success-rate=69.17",
+        "--metric",
+        "request-duration=250",
+    ]);
+    assert!(!ok, "a failed canary exits non-zero\n{stdout}");
+    let halts = stdout
+        .lines()
+        .filter(|l| l.ends_with("Normal Halt podinfo.test advancement success rate 69.17% < 99%"))
+        .count();
+    assert_eq!(halts, 5, "{stdout}");
+    assert!(stdout.contains("Warning Rolling back podinfo.test failed checks threshold reached 5"));
+    assert!(stdout.contains("Warning Canary failed! Scaling down podinfo.test"));
+    assert!(
+        stdout.trim_end().ends_with("result: Failed after 08:00"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn json_format_and_a_missing_metric_value() {
+    let (ok, stdout) = simulate(&["--metric", "request-success-rate=99.9", "--format", "json"]);
+    assert!(!ok);
+    let objects: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert!(objects.iter().any(|o| {
+        o["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("request-duration has no simulated value"))
+    }));
+    let last = objects.last().expect("a result object");
+    assert_eq!(last["result"], "Failed");
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let (ok, _) = simulate(&["--metric", "request-success-rate=lots"]);
+    assert!(!ok);
+    let out = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["simulate", "-f", "/nonexistent/canary.yaml"])
+        .output()
+        .expect("serin runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/canary.yaml"));
+}
