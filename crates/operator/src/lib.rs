@@ -2,8 +2,13 @@
 //! (`workload`, `router`) act on the cluster behind small traits; the controller
 //! drives them with the decisions of `serin-engine`.
 
+pub mod configs;
 pub mod error;
+pub mod hpa;
+pub mod labels;
+pub mod render;
 pub mod router;
+pub mod service;
 pub mod workload;
 
 pub mod controller;

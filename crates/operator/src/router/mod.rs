@@ -2,9 +2,19 @@
 //! [`Router`]. A new mesh is one new file here.
 
 use async_trait::async_trait;
-use serin_api::Canary;
+use serin_api::{Canary, CanaryStatus};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::labels::LabelOptions;
+
+mod istio;
+mod kubernetes;
+
+pub use istio::{
+    IstioRouter, destination_rule, merge_match_conditions, routes_in, virtual_service,
+    virtual_service_spec,
+};
+pub use kubernetes::KubernetesRouter;
 
 /// The traffic split between primary and canary. The weights always sum to 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,4 +60,120 @@ pub trait Router: Send + Sync {
 
     /// Removes what the router made when a canary with `revertOnDeletion` is deleted.
     async fn finalize(&self, canary: &Canary) -> Result<()>;
+}
+
+/// The router for the canary's provider: `istio` (the default) or `kubernetes`.
+/// Every router also keeps the canary's ClusterIP services.
+pub fn router_for(client: kube::Client, canary: &Canary) -> Result<Box<dyn Router>> {
+    router_with(client, canary, LabelOptions::default())
+}
+
+/// [`router_for`] with explicit label settings.
+pub fn router_with(
+    client: kube::Client,
+    canary: &Canary,
+    labels: LabelOptions,
+) -> Result<Box<dyn Router>> {
+    match canary.provider() {
+        "istio" => Ok(Box::new(IstioRouter::new(client, labels))),
+        "kubernetes" => Ok(Box::new(KubernetesRouter::new(client, labels))),
+        other => Err(Error::Invalid(format!(
+            "canary {}: provider {other} is not supported (istio or kubernetes)",
+            canary.id()
+        ))),
+    }
+}
+
+/// The session-affinity cookies (`name=value`) of a canary's routes, as
+/// `status.sessionAffinityCookie`, `primarySessionAffinityCookie` and
+/// `previousSessionAffinityCookie` keep them.
+///
+/// The router and the controller compute them with the same function from the same
+/// status, so they agree: the controller stores [`SessionCookies::for_routes`] in the
+/// status when it sets routes, and a new cookie value is derived from the canary's
+/// identity and revision (stable across restarts) rather than drawn at random.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionCookies {
+    /// Sent to users routed to the canary; while set, they stay on the canary.
+    pub canary: Option<String>,
+    /// Sent to users routed to the primary (with `primaryCookieName`).
+    pub primary: Option<String>,
+    /// The canary cookie of the last rollout, expired on the users that still hold it.
+    pub previous: Option<String>,
+}
+
+impl SessionCookies {
+    /// The cookies once the canary gets `canary_weight` percent of the traffic.
+    /// Without `analysis.sessionAffinity` the status is kept as it is.
+    pub fn for_routes(canary: &Canary, canary_weight: i32) -> SessionCookies {
+        let status = canary.status_or_default();
+        let from_status = SessionCookies {
+            canary: status
+                .session_affinity_cookie
+                .clone()
+                .filter(|c| !c.is_empty()),
+            primary: status
+                .primary_session_affinity_cookie
+                .clone()
+                .filter(|c| !c.is_empty()),
+            previous: status
+                .previous_session_affinity_cookie
+                .clone()
+                .filter(|c| !c.is_empty()),
+        };
+        let Some(affinity) = canary.analysis().and_then(|a| a.session_affinity.as_ref()) else {
+            return from_status;
+        };
+        if canary_weight > 0 {
+            let primary_name = affinity.primary_cookie_name.as_deref().unwrap_or_default();
+            SessionCookies {
+                canary: from_status
+                    .canary
+                    .or_else(|| Some(derive_cookie(canary, &affinity.cookie_name, "canary"))),
+                primary: if primary_name.is_empty() {
+                    from_status.primary
+                } else {
+                    from_status
+                        .primary
+                        .or_else(|| Some(derive_cookie(canary, primary_name, "primary")))
+                },
+                previous: from_status.previous,
+            }
+        } else {
+            SessionCookies {
+                canary: None,
+                primary: from_status.primary,
+                previous: from_status.canary.or(from_status.previous),
+            }
+        }
+    }
+
+    /// Writes the cookies into a status.
+    pub fn apply_to(&self, status: &mut CanaryStatus) {
+        status.session_affinity_cookie = self.canary.clone();
+        status.primary_session_affinity_cookie = self.primary.clone();
+        status.previous_session_affinity_cookie = self.previous.clone();
+    }
+}
+
+/// `name=<10 letters>`, the letters a hash of the canary's identity, its revision
+/// and the role of the cookie.
+fn derive_cookie(canary: &Canary, name: &str, role: &str) -> String {
+    use sha2::Digest;
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let status = canary.status_or_default();
+    let seed = format!(
+        "{}/{}/{}/{}/{role}",
+        canary.id(),
+        canary.metadata.uid.as_deref().unwrap_or_default(),
+        status.last_applied_spec.as_deref().unwrap_or_default(),
+        name
+    );
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let value: String = digest
+        .iter()
+        .take(10)
+        .map(|b| LETTERS[usize::from(*b) % LETTERS.len()] as char)
+        .collect();
+    format!("{name}={value}")
 }

@@ -5,8 +5,20 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serin_api::Canary;
+use serin_api::clock::Clock;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::labels::LabelOptions;
+
+mod daemonset;
+mod deployment;
+mod template;
+
+pub use daemonset::{
+    DaemonSetController, SCALE_DOWN_NODE_SELECTOR, daemonset_readiness, primary_daemonset,
+};
+pub use deployment::{DeploymentController, deployment_readiness, primary_deployment};
+pub use template::{TargetPods, primary_pod_template, read_target_pods, template_hash};
 
 /// Whether a workload's rollout is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,4 +71,49 @@ pub trait WorkloadController: Send + Sync {
 
     /// Restores the target when a canary with `revertOnDeletion` is deleted.
     async fn finalize(&self, canary: &Canary) -> Result<()>;
+}
+
+/// How workload controllers label what they make and tell time.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadOptions {
+    pub labels: LabelOptions,
+    /// The one time source: progress deadlines are measured on it.
+    pub clock: Clock,
+}
+
+/// The workload controller for the canary's target kind (`Deployment` when unset).
+pub fn workload_for(client: kube::Client, canary: &Canary) -> Result<Box<dyn WorkloadController>> {
+    workload_with(client, canary, WorkloadOptions::default())
+}
+
+/// [`workload_for`] with explicit options (label settings, clock).
+pub fn workload_with(
+    client: kube::Client,
+    canary: &Canary,
+    options: WorkloadOptions,
+) -> Result<Box<dyn WorkloadController>> {
+    match target_kind(canary) {
+        "Deployment" => Ok(Box::new(DeploymentController::new(client, options))),
+        "DaemonSet" => Ok(Box::new(DaemonSetController::new(client, options))),
+        other => Err(Error::Invalid(format!(
+            "canary {}: targetRef kind {other} is not supported (Deployment or DaemonSet)",
+            canary.id()
+        ))),
+    }
+}
+
+/// The target's kind, `Deployment` when the reference names none.
+pub fn target_kind(canary: &Canary) -> &str {
+    canary
+        .spec
+        .target_ref
+        .kind
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .unwrap_or("Deployment")
+}
+
+/// `<target>-primary`.
+pub fn primary_name(canary: &Canary) -> String {
+    format!("{}-primary", canary.spec.target_ref.name)
 }

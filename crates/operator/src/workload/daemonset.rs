@@ -1,0 +1,468 @@
+//! DaemonSet targets: `<target>-primary` is a DaemonSet copied from the target. A
+//! DaemonSet has no replica count, so "scaled to zero" means a node selector no node
+//! matches (`flagger.app/scale-to-zero: "true"`), as in Flagger.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serin_api::Canary;
+
+use super::template::{get_target, primary_pod_template, template_hash};
+use super::{Readiness, TargetRevision, WorkloadController, WorkloadOptions, primary_name};
+use crate::configs::TrackedConfigs;
+use crate::error::{Error, Result};
+use crate::labels::{self, Applied, KUBECTL_LAST_APPLIED, LabelOptions, SelectorLabel};
+
+const KIND: &str = "DaemonSet";
+
+/// The node selector that keeps a scaled-down DaemonSet off every node.
+pub const SCALE_DOWN_NODE_SELECTOR: (&str, &str) = ("flagger.app/scale-to-zero", "true");
+
+pub struct DaemonSetController {
+    client: Client,
+    options: WorkloadOptions,
+}
+
+impl DaemonSetController {
+    pub fn new(client: Client, options: WorkloadOptions) -> Self {
+        DaemonSetController { client, options }
+    }
+
+    fn api(&self, canary: &Canary) -> Result<Api<DaemonSet>> {
+        Ok(Api::namespaced(
+            self.client.clone(),
+            &labels::namespace_of(canary)?,
+        ))
+    }
+
+    async fn target(&self, canary: &Canary) -> Result<DaemonSet> {
+        let ns = labels::namespace_of(canary)?;
+        get_target(&self.api(canary)?, KIND, &ns, &canary.spec.target_ref.name).await
+    }
+
+    async fn primary(&self, canary: &Canary) -> Result<DaemonSet> {
+        let ns = labels::namespace_of(canary)?;
+        get_target(&self.api(canary)?, KIND, &ns, &primary_name(canary)).await
+    }
+
+    fn selector(&self, target: &DaemonSet) -> Result<SelectorLabel> {
+        SelectorLabel::find(
+            KIND,
+            target.namespace().as_deref().unwrap_or_default(),
+            &target.name_any(),
+            target.spec.as_ref().map(|s| &s.selector),
+            &self.options.labels.selector_labels,
+        )
+    }
+
+    async fn configs(&self, canary: &Canary, target: &DaemonSet) -> Result<TrackedConfigs> {
+        let spec = target
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .unwrap_or_default();
+        TrackedConfigs::read(&self.client, &labels::namespace_of(canary)?, &spec).await
+    }
+
+    async fn set_scale_down_selector(&self, canary: &Canary, on: bool) -> Result<()> {
+        let name = &canary.spec.target_ref.name;
+        let ns = labels::namespace_of(canary)?;
+        let value = if on {
+            serde_json::Value::from(SCALE_DOWN_NODE_SELECTOR.1)
+        } else {
+            serde_json::Value::Null
+        };
+        let patch = serde_json::json!({
+            "spec": { "template": { "spec": { "nodeSelector": { SCALE_DOWN_NODE_SELECTOR.0: value } } } }
+        });
+        self.api(canary)?
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    format!(
+                        "scaling {} {} failed",
+                        if on { "down" } else { "up" },
+                        labels::dotted(name, &ns)
+                    ),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+
+    fn readiness(&self, ds: &DaemonSet, canary: &Canary, threshold: i32) -> Readiness {
+        let since = canary
+            .status
+            .as_ref()
+            .and_then(|s| s.last_transition_time.as_ref())
+            .and_then(labels::to_utc);
+        daemonset_readiness(
+            ds,
+            canary.progress_deadline(),
+            threshold,
+            since,
+            self.options.clock.now(),
+        )
+    }
+}
+
+/// The template without serin's scale-down node selector: what the user wrote.
+fn without_scale_down(template: &PodTemplateSpec) -> PodTemplateSpec {
+    let mut t = template.clone();
+    if let Some(spec) = t.spec.as_mut() {
+        if let Some(sel) = spec.node_selector.as_mut() {
+            sel.remove(SCALE_DOWN_NODE_SELECTOR.0);
+        }
+        if spec.node_selector.as_ref().is_some_and(|s| s.is_empty()) {
+            spec.node_selector = None;
+        }
+    }
+    t
+}
+
+/// The primary DaemonSet made from the target, owned by the Canary.
+pub fn primary_daemonset(
+    canary: &Canary,
+    target: &DaemonSet,
+    selector: &SelectorLabel,
+    configs: &TrackedConfigs,
+    opts: &LabelOptions,
+) -> Result<DaemonSet> {
+    let mut out = DaemonSet {
+        metadata: ObjectMeta {
+            name: Some(primary_name(canary)),
+            namespace: target.namespace().or_else(|| canary.namespace()),
+            ..Default::default()
+        },
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(selector.primary_selector()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        status: None,
+    };
+    set_primary_metadata(&mut out.metadata, canary, target, selector, opts)?;
+    copy_template(&mut out, canary, target, selector, configs, opts);
+    Ok(out)
+}
+
+fn set_primary_metadata(
+    meta: &mut ObjectMeta,
+    canary: &Canary,
+    target: &DaemonSet,
+    selector: &SelectorLabel,
+    opts: &LabelOptions,
+) -> Result<()> {
+    let included =
+        labels::include_by_prefix(target.metadata.labels.as_ref(), &opts.include_label_prefix);
+    meta.labels = Some(labels::primary_labels(Some(&included), selector));
+    let mut annotations = labels::include_by_prefix(
+        target.metadata.annotations.as_ref(),
+        &opts.include_label_prefix,
+    );
+    annotations.remove(KUBECTL_LAST_APPLIED);
+    meta.annotations = Some(annotations).filter(|a| !a.is_empty());
+    let owner = labels::owner_reference(canary)?;
+    let mut owners: Vec<_> = meta
+        .owner_references
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o.controller != Some(true) && o.uid != owner.uid)
+        .collect();
+    owners.insert(0, owner);
+    meta.owner_references = Some(owners);
+    Ok(())
+}
+
+fn copy_template(
+    primary: &mut DaemonSet,
+    canary: &Canary,
+    target: &DaemonSet,
+    selector: &SelectorLabel,
+    configs: &TrackedConfigs,
+    opts: &LabelOptions,
+) {
+    let t = target.spec.clone().unwrap_or_default();
+    let spec = primary.spec.get_or_insert_with(Default::default);
+    spec.min_ready_seconds = t.min_ready_seconds;
+    spec.revision_history_limit = t.revision_history_limit;
+    spec.update_strategy = t.update_strategy.clone();
+    spec.template = primary_pod_template(
+        &canary.spec.target_ref.name,
+        &without_scale_down(&t.template),
+        selector,
+        configs,
+        &opts.selector_labels,
+    );
+}
+
+/// Whether a DaemonSet's rollout is done: every scheduled pod updated and at least
+/// `threshold` percent of them available. Not done `deadline` after `since` (the
+/// canary's last transition) means it failed.
+pub fn daemonset_readiness(
+    ds: &DaemonSet,
+    deadline: Duration,
+    threshold: i32,
+    since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Readiness {
+    let id = labels::dotted(
+        &ds.name_any(),
+        ds.namespace().as_deref().unwrap_or_default(),
+    );
+    let waiting =
+        |what: String| Readiness::Waiting(format!("Waiting for {id} rollout to finish: {what}"));
+    let status = ds.status.clone().unwrap_or_default();
+    if ds.metadata.generation.unwrap_or(0) > status.observed_generation.unwrap_or(0) {
+        return waiting("observed daemonset generation less than desired generation".into());
+    }
+    let desired = status.desired_number_scheduled;
+    let updated = status.updated_number_scheduled.unwrap_or(0);
+    let available = status.number_available.unwrap_or(0);
+    let needed = (i64::from(desired) * i64::from(threshold.clamp(0, 100)) / 100) as i32;
+    let what = if updated < desired {
+        format!("{updated} out of {desired} new pods have been updated")
+    } else if available < needed {
+        if threshold == 100 {
+            format!("{available} of {needed} updated pods are available")
+        } else {
+            format!(
+                "{available} of {needed} (readyThreshold {threshold}%) updated pods are available"
+            )
+        }
+    } else {
+        return Readiness::Ready;
+    };
+    if let Some(from) = since {
+        let limit = chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::MAX);
+        if from + limit < now {
+            return Readiness::DeadlineExceeded(format!(
+                "DaemonSet {id} exceeded its progressDeadlineSeconds {}: {what}",
+                deadline.as_secs()
+            ));
+        }
+    }
+    waiting(what)
+}
+
+#[async_trait]
+impl WorkloadController for DaemonSetController {
+    async fn initialize_primary(&self, canary: &Canary) -> Result<()> {
+        let target = self.target(canary).await?;
+        let strategy = target
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|s| s.type_.clone())
+            .unwrap_or_default();
+        if !strategy.is_empty() && strategy != "RollingUpdate" {
+            return Err(Error::Invalid(format!(
+                "daemonset {} must have RollingUpdate strategy but has {strategy}",
+                labels::dotted(&target.name_any(), &target.namespace().unwrap_or_default())
+            )));
+        }
+        let selector = self.selector(&target)?;
+        let api = self.api(canary)?;
+        let name = primary_name(canary);
+        let exists = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::kube(format!("daemonset {name} get query error"), e))?
+            .is_some();
+        if !exists {
+            let configs = self.configs(canary, &target).await?;
+            configs
+                .sync_primary_copies(&self.client, canary, &self.options.labels)
+                .await?;
+            let primary =
+                primary_daemonset(canary, &target, &selector, &configs, &self.options.labels)?;
+            let applied =
+                labels::create_or_update(&api, "daemonset", &name, |current| match current {
+                    None => Ok(Some(primary.clone())),
+                    Some(_) => Ok(None),
+                })
+                .await?;
+            if applied == Applied::Created {
+                tracing::info!(canary = %canary.id(), "DaemonSet {} created", labels::dotted(&name, &target.namespace().unwrap_or_default()));
+            }
+        } else {
+            labels::create_or_update(&api, "daemonset", &name, |current| {
+                let Some(cur) = current else {
+                    return Ok(None);
+                };
+                let mut next = cur.clone();
+                set_primary_metadata(
+                    &mut next.metadata,
+                    canary,
+                    &target,
+                    &selector,
+                    &self.options.labels,
+                )?;
+                Ok((next.metadata != cur.metadata).then_some(next))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn target_revision(&self, canary: &Canary) -> Result<TargetRevision> {
+        let target = self.target(canary).await?;
+        let configs = self.configs(canary, &target).await?;
+        let template = target.spec.map(|s| s.template).unwrap_or_default();
+        Ok(TargetRevision {
+            spec_hash: template_hash(&without_scale_down(&template)),
+            tracked_configs: configs.checksums(),
+        })
+    }
+
+    async fn canary_readiness(&self, canary: &Canary) -> Result<Readiness> {
+        let target = self.target(canary).await?;
+        Ok(self.readiness(&target, canary, canary.canary_ready_threshold()))
+    }
+
+    async fn primary_readiness(&self, canary: &Canary) -> Result<Readiness> {
+        let primary = self.primary(canary).await?;
+        Ok(self.readiness(&primary, canary, canary.primary_ready_threshold()))
+    }
+
+    async fn scale_to_zero(&self, canary: &Canary) -> Result<()> {
+        self.target(canary).await?;
+        self.set_scale_down_selector(canary, true).await
+    }
+
+    async fn scale_from_zero(&self, canary: &Canary) -> Result<()> {
+        self.target(canary).await?;
+        self.set_scale_down_selector(canary, false).await
+    }
+
+    async fn promote(&self, canary: &Canary) -> Result<()> {
+        let target = self.target(canary).await?;
+        let selector = self.selector(&target)?;
+        let configs = self.configs(canary, &target).await?;
+        configs
+            .sync_primary_copies(&self.client, canary, &self.options.labels)
+            .await?;
+        let api = self.api(canary)?;
+        let name = primary_name(canary);
+        let ns = labels::namespace_of(canary)?;
+        let opts = &self.options.labels;
+        let applied = labels::create_or_update(&api, "daemonset", &name, |current| {
+            let Some(cur) = current else {
+                return Err(Error::NotFound {
+                    kind: KIND.into(),
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                });
+            };
+            let mut next = cur.clone();
+            copy_template(&mut next, canary, &target, &selector, &configs, opts);
+            set_primary_metadata(&mut next.metadata, canary, &target, &selector, opts)?;
+            Ok((next.spec != cur.spec || next.metadata != cur.metadata).then_some(next))
+        })
+        .await?;
+        if applied != Applied::Unchanged {
+            tracing::info!(canary = %canary.id(), "DaemonSet {} template spec updated", labels::dotted(&name, &ns));
+        }
+        Ok(())
+    }
+
+    async fn finalize(&self, canary: &Canary) -> Result<()> {
+        let target = match self.target(canary).await {
+            Ok(t) => t,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.set_scale_down_selector(canary, false).await?;
+        labels::delete_if_owned(
+            &self.api(canary)?,
+            "daemonset",
+            &primary_name(canary),
+            canary,
+        )
+        .await?;
+        let spec = target
+            .spec
+            .and_then(|s| s.template.spec)
+            .unwrap_or_default();
+        TrackedConfigs::delete_primary_copies(&self.client, canary, &spec).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DaemonSetStatus;
+    use k8s_openapi::api::core::v1::PodSpec;
+    use std::collections::BTreeMap;
+
+    fn ds(status: DaemonSetStatus) -> DaemonSet {
+        DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("agent".into()),
+                namespace: Some("test".into()),
+                generation: Some(1),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(DaemonSetStatus {
+                observed_generation: Some(1),
+                ..status
+            }),
+        }
+    }
+
+    #[test]
+    fn readiness_counts_scheduled_pods() {
+        let now = Utc::now();
+        let d = ds(DaemonSetStatus {
+            desired_number_scheduled: 3,
+            updated_number_scheduled: Some(3),
+            number_available: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(
+            daemonset_readiness(&d, Duration::from_secs(60), 100, Some(now), now),
+            Readiness::Waiting(
+                "Waiting for agent.test rollout to finish: 1 of 3 updated pods are available"
+                    .into()
+            )
+        );
+        assert_eq!(
+            daemonset_readiness(&d, Duration::from_secs(60), 30, Some(now), now),
+            Readiness::Ready
+        );
+        let late = now + chrono::Duration::seconds(61);
+        assert!(matches!(
+            daemonset_readiness(&d, Duration::from_secs(60), 100, Some(now), late),
+            Readiness::DeadlineExceeded(_)
+        ));
+    }
+
+    #[test]
+    fn scale_down_selector_is_not_part_of_the_revision() {
+        let plain = PodTemplateSpec {
+            spec: Some(PodSpec::default()),
+            ..Default::default()
+        };
+        let mut scaled = plain.clone();
+        scaled.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([(
+            SCALE_DOWN_NODE_SELECTOR.0.to_string(),
+            SCALE_DOWN_NODE_SELECTOR.1.to_string(),
+        )]));
+        assert_eq!(
+            template_hash(&without_scale_down(&plain)),
+            template_hash(&without_scale_down(&scaled))
+        );
+    }
+}
