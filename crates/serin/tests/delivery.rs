@@ -1492,3 +1492,271 @@ fn every_manifest_applies_server_side_to_the_sandbox() {
         ])
     );
 }
+
+/// An HTTP/1.1 proxy on 127.0.0.1 in front of the sandbox that records every API
+/// request as the RBAC grant it needs: (apiGroup, resource[/subresource], verb).
+struct RecordingProxy {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<BTreeSet<Grant>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The grant a request needs, from its method and path (None for discovery and
+/// other non-resource URLs, which every authenticated client may read).
+fn grant_for(method: &str, target: &str) -> Option<Grant> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let rest = match rest {
+        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    let (resource, name, sub) = match rest {
+        [] => return None,
+        [r] => (*r, None, None),
+        [r, n] => (*r, Some(*n), None),
+        [r, n, s, ..] => (*r, Some(*n), Some(*s)),
+    };
+    let watch = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    let verb = match (method, name.is_some()) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return None,
+    };
+    let resource = match sub {
+        Some(s) => format!("{resource}/{s}"),
+        None => resource.to_string(),
+    };
+    Some((group.to_string(), resource, verb.to_string()))
+}
+
+impl RecordingProxy {
+    fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let addr = listener.local_addr().expect("proxy address");
+        let seen: Arc<Mutex<BTreeSet<Grant>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let seen = seen2.clone();
+                // Responses flow back untouched.
+                if let (Ok(mut from), Ok(mut to)) = (server.try_clone(), client.try_clone()) {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                // Requests are read one by one: head, then Content-Length bytes.
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client);
+                    let mut server = server;
+                    loop {
+                        let mut head = Vec::new();
+                        loop {
+                            let mut line = Vec::new();
+                            match reader.read_until(b'\n', &mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => {}
+                            }
+                            let end = line == b"\r\n" || line == b"\n";
+                            head.extend_from_slice(&line);
+                            if end {
+                                break;
+                            }
+                        }
+                        let text = String::from_utf8_lossy(&head).to_string();
+                        let mut lines = text.lines();
+                        let mut first = lines.next().unwrap_or("").split_whitespace();
+                        let (method, target) =
+                            (first.next().unwrap_or(""), first.next().unwrap_or(""));
+                        let mut length = 0usize;
+                        for h in lines {
+                            if let Some((k, v)) = h.split_once(':') {
+                                let k = k.trim().to_ascii_lowercase();
+                                if k == "content-length" {
+                                    length = v.trim().parse().unwrap_or(0);
+                                }
+                                if k == "transfer-encoding" {
+                                    // Not expected from kube-rs; record it so the test fails loudly.
+                                    seen.lock().expect("lock").insert((
+                                        "?".into(),
+                                        "chunked request".into(),
+                                        "?".into(),
+                                    ));
+                                }
+                            }
+                        }
+                        if let Some(g) = grant_for(method, target) {
+                            seen.lock().expect("lock").insert(g);
+                        }
+                        let mut body = vec![0u8; length];
+                        if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+                            return;
+                        }
+                        if server.write_all(&head).is_err() || server.write_all(&body).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, seen, stop }
+    }
+
+    fn seen(&self) -> BTreeSet<Grant> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for RecordingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn request_paths_map_to_rbac_grants() {
+    let g = |a: &str, b: &str, c: &str| Some((a.to_string(), b.to_string(), c.to_string()));
+    assert_eq!(
+        grant_for(
+            "GET",
+            "/apis/flagger.app/v1beta1/canaries?watch=true&resourceVersion=1"
+        ),
+        g("flagger.app", "canaries", "watch")
+    );
+    assert_eq!(
+        grant_for("GET", "/apis/flagger.app/v1beta1/namespaces/test/canaries"),
+        g("flagger.app", "canaries", "list")
+    );
+    assert_eq!(
+        grant_for(
+            "PATCH",
+            "/apis/flagger.app/v1beta1/namespaces/test/canaries/podinfo/status"
+        ),
+        g("flagger.app", "canaries/status", "patch")
+    );
+    assert_eq!(
+        grant_for("POST", "/api/v1/namespaces/test/events"),
+        g("", "events", "create")
+    );
+    assert_eq!(
+        grant_for(
+            "PUT",
+            "/apis/apps/v1/namespaces/test/deployments/podinfo/scale"
+        ),
+        g("apps", "deployments/scale", "update")
+    );
+    assert_eq!(
+        grant_for("DELETE", "/api/v1/namespaces/test/services/podinfo-canary"),
+        g("", "services", "delete")
+    );
+    assert_eq!(
+        grant_for("GET", "/api/v1/namespaces/test"),
+        g("", "namespaces", "get")
+    );
+    assert_eq!(
+        grant_for(
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/serin/leases/serin"
+        ),
+        g("coordination.k8s.io", "leases", "get")
+    );
+    assert_eq!(grant_for("GET", "/apis"), None);
+    assert_eq!(grant_for("GET", "/version"), None);
+}
+
+impl SandboxProcess {
+    /// The sandbox's address, from the kubeconfig it wrote.
+    fn addr(&self) -> std::net::SocketAddr {
+        let kubeconfig = read(&self.dir.path().join("kubeconfig"));
+        let server = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server:"))
+            .expect("server in kubeconfig")
+            .trim()
+            .trim_matches('"')
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        server.parse().expect("host:port")
+    }
+
+    /// A kubeconfig like the sandbox's, pointing at `addr` instead.
+    fn kubeconfig_via(&self, addr: std::net::SocketAddr, path: &Path) {
+        let original = read(&self.dir.path().join("kubeconfig"));
+        let rewritten = original.replace(&self.addr().to_string(), &addr.to_string());
+        assert_ne!(original, rewritten);
+        std::fs::write(path, rewritten).expect("write kubeconfig");
+    }
+}
+
+#[test]
+fn recording_proxy_sees_kubectl_requests() {
+    let sandbox = SandboxProcess::start();
+    let proxy = RecordingProxy::start(sandbox.addr());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    sandbox.kubeconfig_via(proxy.addr, &kubeconfig);
+    let cache = format!("--cache-dir={}", dir.path().join("cache").display());
+    let kubectl = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", kubeconfig.to_str().expect("utf-8"), &cache];
+        all.extend_from_slice(args);
+        let out = run_bounded(KUBECTL, &all, COMMAND_TIMEOUT);
+        assert!(out.status.success(), "kubectl {args:?}: {}", out.stderr);
+    };
+    kubectl(&["create", "namespace", "rbac"]);
+    kubectl(&[
+        "-n",
+        "rbac",
+        "create",
+        "configmap",
+        "one",
+        "--from-literal=a=b",
+    ]);
+    kubectl(&["-n", "rbac", "get", "configmaps"]);
+    kubectl(&["-n", "rbac", "delete", "configmap", "one"]);
+    let seen = proxy.seen();
+    let g = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    for grant in [
+        g("", "namespaces", "create"),
+        g("", "configmaps", "create"),
+        g("", "configmaps", "list"),
+        g("", "configmaps", "delete"),
+    ] {
+        assert!(seen.contains(&grant), "{grant:?} not in {seen:?}");
+    }
+    assert!(!seen.iter().any(|(g, _, _)| g == "?"), "{seen:?}");
+}
