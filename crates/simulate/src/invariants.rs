@@ -185,6 +185,25 @@ impl TrafficRecorder {
         self.changes.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The highest weight any route gave a `-canary` host.
+    pub fn max_canary_weight(&self) -> i32 {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Change::Routes { blocks, .. } => blocks
+                    .iter()
+                    .flatten()
+                    .filter(|(h, _)| h.split('.').next().is_some_and(|h| h.ends_with("-canary")))
+                    .map(|(_, w)| *w)
+                    .max(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
