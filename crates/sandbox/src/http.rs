@@ -21,7 +21,7 @@ use crate::faults::Verb;
 use crate::patch::{PatchKind, apply_patch};
 use crate::resources::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{DeleteOptions, Deleted, Propagation, UpdateMode};
+use crate::store::{DeleteOptions, Deleted, FieldValidation, Propagation, UpdateMode};
 use crate::table::{IncludeObject, table};
 use crate::{discovery, watch, workload};
 
@@ -211,13 +211,14 @@ impl Sandbox {
             }
         }
         let shape = shape(headers);
+        let mut warnings = Vec::new();
         let result = match verb {
             Verb::Watch => return watch::watch(self, &target, &query, shape),
             Verb::List => self.list(&target, &query, shape, headers),
             Verb::Get => self.get(&target, &query, shape),
-            Verb::Create => self.create(&target, &query, headers, &body),
-            Verb::Update => self.update(&target, &query, &body),
-            Verb::Patch => self.patch(&target, &query, headers, &body),
+            Verb::Create => self.create(&target, &query, headers, &body, &mut warnings),
+            Verb::Update => self.update(&target, &query, &body, &mut warnings),
+            Verb::Patch => self.patch(&target, &query, headers, &body, &mut warnings),
             Verb::Delete => self.delete(&target, &query, &body),
             Verb::DeleteCollection => self.delete_collection(&target, &query, &body),
         };
@@ -225,7 +226,16 @@ impl Sandbox {
             workload::kick(self);
         }
         match result {
-            Ok((code, v)) => json_response(code, &v),
+            Ok((code, v)) => {
+                let mut resp = json_response(code, &v);
+                for w in warnings {
+                    let text = format!("299 - {}", serde_json::Value::String(w));
+                    if let Ok(h) = http::HeaderValue::from_str(&text) {
+                        resp.headers_mut().append("Warning", h);
+                    }
+                }
+                resp
+            }
             Err(e) => error_response(&e),
         }
     }
@@ -265,6 +275,18 @@ impl Sandbox {
             name: rest.get(1).map(|s| s.to_string()),
             sub: rest.get(2).map(|s| s.to_string()),
         })
+    }
+
+    /// The store for a write: `fieldValidation` applies, warnings go to `warnings`.
+    fn write_state<'a>(&'a self, q: &Query, warnings: &'a mut Vec<String>) -> WriteState<'a> {
+        let mut guard = self.state();
+        guard.field_validation = match q.get("fieldValidation") {
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            _ => FieldValidation::Warn,
+        };
+        guard.warnings.clear();
+        WriteState { guard, warnings }
     }
 
     fn check_sub(&self, t: &Target) -> ApiResult<()> {
@@ -361,6 +383,7 @@ impl Sandbox {
         q: &Query,
         headers: &HeaderMap,
         body: &Bytes,
+        warnings: &mut Vec<String>,
     ) -> ApiResult<(u16, Value)> {
         if t.sub.is_some() {
             return Err(ApiError::method_not_allowed(
@@ -378,7 +401,7 @@ impl Sandbox {
         };
         let obj = to_storage(&t.rt, body);
         let now = self.inner.options.clock.now();
-        let mut state = self.state();
+        let mut state = self.write_state(q, warnings);
         let created = state.create(
             &t.rt,
             t.namespace.as_deref().unwrap_or_default(),
@@ -389,12 +412,18 @@ impl Sandbox {
         Ok((201, from_storage(&t.rt, &created)))
     }
 
-    fn update(&self, t: &Target, q: &Query, body: &Bytes) -> ApiResult<(u16, Value)> {
+    fn update(
+        &self,
+        t: &Target,
+        q: &Query,
+        body: &Bytes,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<(u16, Value)> {
         self.check_sub(t)?;
         let (ns, name) = Self::ns_name(t);
         let body = parse_json(body)?;
         let now = self.inner.options.clock.now();
-        let mut state = self.state();
+        let mut state = self.write_state(q, warnings);
         if t.sub.as_deref() == Some("scale") {
             let cur = state
                 .get(&t.rt.storage, ns, name)
@@ -438,6 +467,7 @@ impl Sandbox {
         q: &Query,
         headers: &HeaderMap,
         body: &Bytes,
+        warnings: &mut Vec<String>,
     ) -> ApiResult<(u16, Value)> {
         self.check_sub(t)?;
         let (ns, name) = Self::ns_name(t);
@@ -455,7 +485,7 @@ impl Sandbox {
         }
         let patch = parse_json(body)?;
         let now = self.inner.options.clock.now();
-        let mut state = self.state();
+        let mut state = self.write_state(q, warnings);
         let cur = state.get(&t.rt.storage, ns, name);
         let Some(cur) = cur else {
             if kind == PatchKind::Apply && t.sub.is_none() {
@@ -585,6 +615,32 @@ impl Sandbox {
             json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(),
             "metadata": {"resourceVersion": state.resource_version().to_string()}, "items": deleted}),
         ))
+    }
+}
+
+/// The locked store during one write; hands the write's warnings back when dropped.
+struct WriteState<'a> {
+    guard: std::sync::MutexGuard<'a, crate::store::State>,
+    warnings: &'a mut Vec<String>,
+}
+
+impl std::ops::Deref for WriteState<'_> {
+    type Target = crate::store::State;
+    fn deref(&self) -> &Self::Target {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for WriteState<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.guard
+    }
+}
+
+impl Drop for WriteState<'_> {
+    fn drop(&mut self) {
+        self.warnings.append(&mut self.guard.warnings);
+        self.guard.field_validation = FieldValidation::Warn;
     }
 }
 

@@ -40,6 +40,7 @@ mod http;
 mod patch;
 mod proto;
 mod resources;
+mod schema;
 mod selector;
 mod serve;
 mod store;

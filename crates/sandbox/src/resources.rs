@@ -61,6 +61,8 @@ pub struct ResourceType {
     pub storage: StorageKey,
     pub conversion: Conversion,
     pub from_crd: bool,
+    /// The CRD's structural schema (`openAPIV3Schema`) of this version.
+    pub schema: Option<Arc<Value>>,
 }
 
 impl ResourceType {
@@ -109,6 +111,7 @@ fn builtin(b: B) -> ResourceType {
         },
         conversion: Conversion::None,
         from_crd: false,
+        schema: None,
     }
 }
 
@@ -505,6 +508,10 @@ fn parse_crd(crd: &Value) -> ApiResult<Vec<ResourceType>> {
             },
             conversion: Conversion::None,
             from_crd: true,
+            schema: v
+                .pointer("/schema/openAPIV3Schema")
+                .filter(|s| s.is_object())
+                .map(|s| Arc::new(s.clone())),
         });
     }
     if out.is_empty() {

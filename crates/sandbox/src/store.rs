@@ -90,6 +90,10 @@ pub struct State {
     notify: tokio::sync::watch::Sender<u64>,
     /// Workloads written since the simulator last looked (namespace, storage, name).
     pub touched_workloads: Vec<(StorageKey, String, String)>,
+    /// `fieldValidation` of the request being served (set by the HTTP layer under the lock).
+    pub field_validation: FieldValidation,
+    /// Warnings for the request being served (drained into `Warning` headers).
+    pub warnings: Vec<String>,
 }
 
 pub fn timestamp(t: DateTime<Utc>) -> String {
@@ -171,6 +175,8 @@ impl State {
             rng: seed | 1,
             notify,
             touched_workloads: Vec::new(),
+            field_validation: FieldValidation::Warn,
+            warnings: Vec::new(),
         }
     }
 
@@ -406,6 +412,13 @@ impl State {
             m.remove("status");
         }
         default_fields(rt, &mut obj, &name, now, self.random());
+        check_schema(
+            rt,
+            &name,
+            &mut obj,
+            self.field_validation,
+            &mut self.warnings,
+        )?;
         if dry_run {
             meta_mut(&mut obj).insert("resourceVersion".into(), self.rv.to_string().into());
             return Ok(Arc::new(obj));
@@ -527,6 +540,13 @@ impl State {
         {
             new["apiVersion"] = v.clone();
         }
+        check_schema(
+            rt,
+            name,
+            &mut new,
+            self.field_validation,
+            &mut self.warnings,
+        )?;
         if spec_part(&new) != spec_part(&old) {
             let generation = meta(&old)
                 .and_then(|m| m.get("generation"))
@@ -698,6 +718,62 @@ impl State {
                 let _ = self.delete(&t, &ns, &n, &DeleteOptions::default(), now, false);
             }
         }
+    }
+}
+
+/// How unknown fields of custom resources are answered (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Ignore,
+    #[default]
+    Warn,
+    Strict,
+}
+
+/// Structural schema pruning, defaulting and validation of custom resources.
+fn check_schema(
+    rt: &ResourceType,
+    name: &str,
+    obj: &mut Value,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
+    let Some(schema) = &rt.schema else {
+        return Ok(());
+    };
+    let out = crate::schema::apply(schema, obj);
+    let unknown: Vec<String> = out
+        .pruned
+        .iter()
+        .map(|p| format!("unknown field \"{p}\""))
+        .collect();
+    match validation {
+        FieldValidation::Strict if !unknown.is_empty() => {
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+                unknown.join(", "),
+                kind = rt.kind,
+                v = rt.version,
+            )));
+        }
+        FieldValidation::Warn => warnings.extend(unknown),
+        _ => {}
+    }
+    let errors = out.errors;
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(ApiError::invalid(
+            &rt.group,
+            &rt.kind,
+            name,
+            errors[0].clone(),
+        )),
+        _ => Err(ApiError::invalid(
+            &rt.group,
+            &rt.kind,
+            name,
+            format!("[{}]", errors.join(", ")),
+        )),
     }
 }
 

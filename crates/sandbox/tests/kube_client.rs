@@ -778,3 +778,83 @@ async fn watch_with_label_selector_sees_objects_leave_and_enter() {
     }
     assert_eq!(kinds, ["DELETED", "ADDED"]);
 }
+
+#[tokio::test]
+async fn custom_resources_are_pruned_defaulted_and_validated_by_their_schema() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject};
+    let sb = sandbox();
+    let crds: Api<CustomResourceDefinition> = Api::all(sb.client());
+    crds.create(&PostParams::default(), &serde_json::from_value(json!({
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {
+                        "replicas": {"type": "integer", "default": 1},
+                        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}},
+                    "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}}}}}}]}
+    })).unwrap())
+    .await
+    .unwrap();
+    let crd = crds.get("widgets.example.com").await.unwrap();
+    let established = crd.status.unwrap().conditions.unwrap_or_default();
+    assert!(
+        established
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+
+    let ar = ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(sb.client(), "default", &ar);
+    let w: DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w"}, "spec": {"free": {"x": 1}, "typo": true}}))
+        .unwrap();
+    let w = api.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(
+        w.data["spec"],
+        json!({"free": {"x": 1}, "replicas": 1}),
+        "pruned and defaulted"
+    );
+    let bad: DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "bad"}, "spec": {"replicas": "two"}}))
+        .unwrap();
+    match api.create(&PostParams::default(), &bad).await.unwrap_err() {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422);
+            assert!(
+                s.message
+                    .contains("spec.replicas in body must be of type integer"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Scale subresource of a custom resource.
+    api.patch_scale(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api.get("w").await.unwrap().data["spec"]["replicas"], 4);
+    // Deleting the CRD stops serving the resource and removes its objects.
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(api.list(&ListParams::default()).await.unwrap_err(), kube::Error::Api(s) if s.code == 404)
+    );
+}

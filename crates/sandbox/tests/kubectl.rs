@@ -240,6 +240,41 @@ async fn kubectl_applies_crds_and_seed_manifests_and_sets_images() {
         .await;
     assert_eq!(img, "ghcr.io/stefanprodan/podinfo:6.0.0");
 
+    // Unknown fields of a custom resource: kubectl's default strict validation rejects them
+    // (seed 004 misspells two fields), --validate=warn prunes them with a warning.
+    let typos = repo("tests/fixtures/seeds/blog-ciwei/podinfo-canary.yaml");
+    c.ok(&["-n", "test", "delete", "canary", "podinfo"]).await;
+    let out = c.run(&["apply", "-f", typos.to_str().unwrap()]).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("strict decoding error: unknown field \"spec.autoscalerRef.apiVerseersion\", unknown field \"spec.progressDeadlineSes\""),
+        "{}",
+        out.stderr
+    );
+    let out = c
+        .run(&["apply", "--validate=warn", "-f", typos.to_str().unwrap()])
+        .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Warning: unknown field \"spec.progressDeadlineSes\""),
+        "{}",
+        out.stderr
+    );
+    let spec = c
+        .ok(&[
+            "-n",
+            "test",
+            "get",
+            "canary",
+            "podinfo",
+            "-o",
+            "jsonpath={.spec}",
+        ])
+        .await;
+    assert!(!spec.contains("progressDeadlineSes"), "pruned: {spec}");
+    c.ok(&["-n", "test", "delete", "canary", "podinfo"]).await;
+
     // Server-side apply.
     let out = c
         .ok(&[

@@ -1,0 +1,238 @@
+//! What a real API server does with a custom resource's body against its CRD's structural
+//! schema: drop `null`s of non-nullable fields, prune unknown fields (unless
+//! `x-kubernetes-preserve-unknown-fields`), apply `default`s, and reject values of the wrong
+//! type, outside an `enum`, or missing `required` fields with `422 Invalid`.
+
+use serde_json::{Map, Value};
+
+/// What a pass over an object found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Validation errors, as `field.path: message`.
+    pub errors: Vec<String>,
+    /// Paths of the unknown fields that were pruned.
+    pub pruned: Vec<String>,
+}
+
+/// Prunes, defaults and validates `obj` (a whole custom resource) in place.
+pub fn apply(schema: &Value, obj: &mut Value) -> Outcome {
+    let mut out = Outcome::default();
+    let Some(m) = obj.as_object_mut() else {
+        out.errors.push("<root>: must be an object".into());
+        return out;
+    };
+    let errors = &mut out.errors;
+    let pruned = &mut out.pruned;
+    let props = schema.get("properties").and_then(Value::as_object);
+    let preserve = preserves(schema);
+    let keys: Vec<String> = m.keys().cloned().collect();
+    for k in keys {
+        if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            continue;
+        }
+        match props.and_then(|p| p.get(&k)) {
+            Some(s) => {
+                if let Some(v) = m.get_mut(&k) {
+                    walk(s, v, &k, errors, pruned);
+                }
+                if m.get(&k).is_some_and(Value::is_null) && !nullable(s) {
+                    m.remove(&k);
+                }
+            }
+            None if preserve => {}
+            None => {
+                m.remove(&k);
+                pruned.push(k);
+            }
+        }
+    }
+    apply_defaults(schema, m, "", errors, pruned);
+    out
+}
+
+fn preserves(s: &Value) -> bool {
+    s.get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+fn nullable(s: &Value) -> bool {
+    s.get("nullable").and_then(Value::as_bool) == Some(true)
+}
+
+fn join(path: &str, k: &str) -> String {
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn apply_defaults(
+    s: &Value,
+    m: &mut Map<String, Value>,
+    path: &str,
+    errors: &mut Vec<String>,
+    pruned: &mut Vec<String>,
+) {
+    let Some(props) = s.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    for (k, ps) in props {
+        if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") && path.is_empty() {
+            continue;
+        }
+        if m.get(k).is_none()
+            && let Some(d) = ps.get("default")
+        {
+            let mut d = d.clone();
+            walk(ps, &mut d, &join(path, k), errors, pruned);
+            m.insert(k.clone(), d);
+        }
+    }
+    if let Some(req) = s.get("required").and_then(Value::as_array) {
+        for r in req.iter().filter_map(Value::as_str) {
+            if !m.contains_key(r) {
+                errors.push(format!("{}: Required value", join(path, r)));
+            }
+        }
+    }
+}
+
+fn walk(s: &Value, v: &mut Value, path: &str, errors: &mut Vec<String>, pruned: &mut Vec<String>) {
+    if v.is_null() {
+        return;
+    }
+    let int_or_string = s.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    if let Some(t) = s.get("type").and_then(Value::as_str) {
+        let got = type_name(v);
+        let ok = got == t
+            || (t == "number" && got == "integer")
+            || (int_or_string && matches!(got, "integer" | "string"));
+        if !ok {
+            errors.push(format!(
+                "{path}: Invalid value: \"{got}\": {path} in body must be of type {t}: \"{got}\""
+            ));
+            return;
+        }
+    }
+    if let Some(e) = s.get("enum").and_then(Value::as_array)
+        && !e.contains(v)
+    {
+        let allowed: Vec<String> = e.iter().map(Value::to_string).collect();
+        errors.push(format!(
+            "{path}: Unsupported value: {v}: supported values: {}",
+            allowed.join(", ")
+        ));
+    }
+    match v {
+        Value::Object(m) => {
+            let props = s.get("properties").and_then(Value::as_object);
+            let additional = s.get("additionalProperties");
+            let preserve = preserves(s);
+            let keys: Vec<String> = m.keys().cloned().collect();
+            for k in keys {
+                let child = props.and_then(|p| p.get(&k)).or(match additional {
+                    Some(a) if a.is_object() => Some(a),
+                    _ => None,
+                });
+                match child {
+                    Some(cs) => {
+                        if let Some(cv) = m.get_mut(&k) {
+                            walk(cs, cv, &join(path, &k), errors, pruned);
+                        }
+                        if m.get(&k).is_some_and(Value::is_null) && !nullable(cs) {
+                            m.remove(&k);
+                        }
+                    }
+                    None if preserve || additional == Some(&Value::Bool(true)) => {}
+                    None if s
+                        .get("x-kubernetes-embedded-resource")
+                        .and_then(Value::as_bool)
+                        == Some(true)
+                        && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") => {}
+                    None => {
+                        m.remove(&k);
+                        pruned.push(join(path, &k));
+                    }
+                }
+            }
+            apply_defaults(s, m, path, errors, pruned);
+        }
+        Value::Array(items) => {
+            if let Some(is) = s.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk(is, item, &format!("{path}[{i}]"), errors, pruned);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn prunes_defaults_and_validates() {
+        let schema = json!({"type": "object", "properties": {
+            "spec": {"type": "object", "required": ["targetRef"], "properties": {
+                "targetRef": {"type": "object", "properties": {"name": {"type": "string"}}},
+                "replicas": {"type": "integer", "default": 1},
+                "note": {"type": "string", "nullable": true},
+                "gone": {"type": "string"},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "mode": {"type": "string", "enum": ["a", "b"]},
+                "port": {"x-kubernetes-int-or-string": true}
+            }},
+            "status": {"type": "object", "properties": {"phase": {"type": "string"}}}
+        }});
+        let mut obj = json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "n"},
+            "spec": {"targetRef": {"name": "t", "extra": 1}, "note": null, "gone": null,
+                "free": {"anything": [1]}, "unknown": true, "port": "http"}, "bogus": 1});
+        let out = apply(&schema, &mut obj);
+        assert!(out.errors.is_empty());
+        assert_eq!(
+            out.pruned,
+            ["spec.targetRef.extra", "spec.unknown", "bogus"]
+        );
+        assert_eq!(
+            obj,
+            json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "n"},
+            "spec": {"targetRef": {"name": "t"}, "note": null, "free": {"anything": [1]}, "port": "http", "replicas": 1}})
+        );
+
+        let mut bad = json!({"spec": {"replicas": "two", "mode": "c"}});
+        let errors = apply(&schema, &mut bad).errors;
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("spec.replicas: Invalid value: \"string\"")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("spec.mode: Unsupported value")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e == "spec.targetRef: Required value"),
+            "{errors:?}"
+        );
+    }
+}
