@@ -269,6 +269,12 @@ impl Simulation {
         fresh
     }
 
+    /// Lets `d` of (virtual) time pass; returns the events recorded meanwhile.
+    pub async fn tick(&mut self, d: Duration) -> Vec<TimedEvent> {
+        tokio::time::sleep(d).await;
+        self.drain()
+    }
+
     /// Time since the simulation started.
     pub fn elapsed(&self) -> Duration {
         (self.clock.now() - self.start).to_std().unwrap_or_default()
@@ -279,9 +285,20 @@ impl Simulation {
             self.client.clone(),
             c.metadata.namespace.as_deref().unwrap_or("default"),
         );
-        api.get(c.metadata.name.as_deref().unwrap_or_default())
-            .await
-            .map_err(|e| Error::Kube(format!("canary {}: {e}", c.id())))
+        let name = c.metadata.name.as_deref().unwrap_or_default();
+        let mut last = None;
+        for _ in 0..50 {
+            match api.get(name).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(Error::Kube(format!(
+            "canary {}: {}",
+            c.id(),
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
     }
 
     /// Waits until `done` holds for every canary, calling `on_event` for each event as
@@ -346,30 +363,36 @@ impl Simulation {
             let ns = c.metadata.namespace.as_deref().unwrap_or("default");
             let name = &c.spec.target_ref.name;
             let kind = serin_operator::workload::target_kind(c);
-            if kind == "DaemonSet" {
-                let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), ns);
-                let mut d = api
-                    .get(name)
+            // Like a user's kubectl, retry what the API server refuses for a moment
+            // (conflicts and server errors under fault injection).
+            let mut last = String::new();
+            let mut done = false;
+            for _ in 0..50 {
+                let result = if kind == "DaemonSet" {
+                    bump::<DaemonSet>(&self.client, ns, name, |d| {
+                        d.spec.as_mut().and_then(|s| s.template.spec.as_mut())
+                    })
                     .await
-                    .map_err(|e| Error::Kube(format!("daemonset {ns}/{name}: {e}")))?;
-                if let Some(t) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-                    bump_containers(&mut t.containers);
+                } else {
+                    bump::<Deployment>(&self.client, ns, name, |d| {
+                        d.spec.as_mut().and_then(|s| s.template.spec.as_mut())
+                    })
+                    .await
+                };
+                match result {
+                    Ok(()) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => last = e,
                 }
-                api.replace(name, &PostParams::default(), &d)
-                    .await
-                    .map_err(|e| Error::Kube(format!("daemonset {ns}/{name}: {e}")))?;
-            } else {
-                let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-                let mut d = api
-                    .get(name)
-                    .await
-                    .map_err(|e| Error::Kube(format!("deployment {ns}/{name}: {e}")))?;
-                if let Some(t) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-                    bump_containers(&mut t.containers);
-                }
-                api.replace(name, &PostParams::default(), &d)
-                    .await
-                    .map_err(|e| Error::Kube(format!("deployment {ns}/{name}: {e}")))?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if !done {
+                return Err(Error::Kube(format!(
+                    "{} {ns}/{name}: {last}",
+                    kind.to_lowercase()
+                )));
             }
             if self.options.never_ready {
                 self.sandbox.set_never_ready(ns, kind, name, true);
@@ -422,6 +445,31 @@ impl Drop for Simulation {
     fn drop(&mut self) {
         self.stop_controller();
     }
+}
+
+async fn bump<K>(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    pod_spec: impl Fn(&mut K) -> Option<&mut k8s_openapi::api::core::v1::PodSpec>,
+) -> Result<(), String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let mut object = api.get(name).await.map_err(|e| e.to_string())?;
+    if let Some(spec) = pod_spec(&mut object) {
+        bump_containers(&mut spec.containers);
+    }
+    api.replace(name, &PostParams::default(), &object)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn bump_containers(containers: &mut [k8s_openapi::api::core::v1::Container]) {

@@ -551,7 +551,11 @@ async fn weights_always_sum_to_100_and_never_reach_a_scaled_down_workload() {
     assert_eq!(outcome.phase(), CanaryPhase::Failed);
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert!(recorder.len() > 10, "the recorder saw the rollout");
-    assert_eq!(recorder.max_canary_weight(), 50, "the recorder saw every route change");
+    assert_eq!(
+        recorder.max_canary_weight(),
+        50,
+        "the recorder saw every route change"
+    );
     let violations = recorder.violations(&sim.canaries);
     assert!(violations.is_empty(), "{violations:#?}");
 }
