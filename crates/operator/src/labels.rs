@@ -131,13 +131,16 @@ pub fn include_by_prefix(
 }
 
 /// The owner reference every generated object carries: the Canary, as controller.
+/// Deleting the Canary in the foreground waits for these objects, as with Flagger.
 pub fn owner_reference(canary: &Canary) -> Result<OwnerReference> {
-    canary.controller_owner_ref(&()).ok_or_else(|| {
+    let mut owner = canary.controller_owner_ref(&()).ok_or_else(|| {
         Error::Invalid(format!(
             "canary {} has no uid yet; it must be read from the cluster",
             canary.id()
         ))
-    })
+    })?;
+    owner.block_owner_deletion = Some(true);
+    Ok(owner)
 }
 
 /// True when the object's controller is this Canary.

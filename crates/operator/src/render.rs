@@ -55,6 +55,19 @@ pub enum RenderError {
         #[source]
         source: crate::error::Error,
     },
+    /// A Canary needs an input object whose API version no current Kubernetes serves.
+    #[error(
+        "{source_name}:{line}: {kind} {namespace}/{name} is {api_version}, which Kubernetes no longer serves; canary {canary} needs it"
+    )]
+    Unserved {
+        source_name: String,
+        line: usize,
+        kind: String,
+        api_version: String,
+        namespace: String,
+        name: String,
+        canary: String,
+    },
     /// The API the objects were rendered through failed.
     #[error("{context}: {source}")]
     Api {
@@ -108,6 +121,9 @@ const GENERATED: [(&str, &str, &str, &str); 8] = [
     ),
 ];
 
+/// Input objects of kinds the API does not serve: (kind, namespace, name) → document.
+type Skipped<'a> = BTreeMap<(String, String, String), &'a Document>;
+
 /// The input objects as they were created (without server-filled fields), by group,
 /// kind, namespace and name.
 type Created = BTreeMap<(String, String, String, String), Value>;
@@ -132,6 +148,7 @@ pub async fn render(
     let mut canaries: Vec<(&Document, Canary)> = Vec::new();
     let mut created: Created = BTreeMap::new();
     let mut namespaces: BTreeSet<String> = BTreeSet::new();
+    let mut skipped: Skipped = BTreeMap::new();
     for doc in docs {
         let invalid = |message: String| RenderError::Invalid {
             source_name: doc.source.clone(),
@@ -149,7 +166,15 @@ pub async fn render(
             }
             Object::MetricTemplate(_) | Object::AlertProvider(_) => {}
             Object::Other(value) => {
-                create_input(&client, doc, value, opts, &mut created, &mut namespaces).await?;
+                let served =
+                    create_input(&client, doc, value, opts, &mut created, &mut namespaces).await?;
+                if !served {
+                    let ns = doc
+                        .namespace()
+                        .unwrap_or(&opts.default_namespace)
+                        .to_string();
+                    skipped.insert((doc.kind().to_string(), ns, doc.name().to_string()), doc);
+                }
             }
         }
     }
@@ -185,9 +210,28 @@ pub async fn render(
                 context: format!("creating canary {}", canary.id()),
                 source: e,
             })?;
-        let fail = |source| RenderError::Canary {
-            canary: canary.id(),
-            source,
+        let fail = |source: crate::error::Error| {
+            if let crate::error::Error::NotFound {
+                kind,
+                namespace,
+                name,
+            } = &source
+                && let Some(doc) = skipped.get(&(kind.clone(), namespace.clone(), name.clone()))
+            {
+                return RenderError::Unserved {
+                    source_name: doc.source.clone(),
+                    line: doc.line,
+                    kind: kind.clone(),
+                    api_version: doc.api_version().to_string(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    canary: canary.id(),
+                };
+            }
+            RenderError::Canary {
+                canary: canary.id(),
+                source,
+            }
         };
         let options = WorkloadOptions {
             labels: opts.labels.clone(),
@@ -312,7 +356,7 @@ async fn ensure_namespace(
 
 /// Creates one input object, when the API serves its kind; other kinds (Flux
 /// objects, Istio Gateways...) do not take part in what serin generates and are
-/// skipped.
+/// skipped (`false`).
 async fn create_input(
     client: &Client,
     doc: &Document,
@@ -320,7 +364,7 @@ async fn create_input(
     opts: &RenderOptions,
     created: &mut Created,
     namespaces: &mut BTreeSet<String>,
-) -> Result<(), RenderError> {
+) -> Result<bool, RenderError> {
     let invalid = |message: String| RenderError::Invalid {
         source_name: doc.source.clone(),
         line: doc.line,
@@ -335,7 +379,7 @@ async fn create_input(
     let gvk = GroupVersionKind::gvk(group, version, kind);
     let Ok((ar, caps)) = kube::discovery::pinned_kind(client, &gvk).await else {
         tracing::debug!(kind, api_version, "render: kind not served, skipped");
-        return Ok(());
+        return Ok(false);
     };
     let mut obj: DynamicObject = serde_json::from_value(value)
         .map_err(|e| invalid(format!("{kind} {}: {e}", doc.name())))?;
@@ -359,7 +403,7 @@ async fn create_input(
         }
     };
     if kind == "Namespace" && namespaces.contains(&name) {
-        return Ok(());
+        return Ok(true);
     }
     let stored = api
         .create(&PostParams::default(), &obj)
@@ -385,7 +429,26 @@ async fn create_input(
         ),
         clean(stored),
     );
-    Ok(())
+    Ok(true)
+}
+
+/// The object with `first` keys first, in that order, then the others as they were.
+fn ordered(v: &Value, first: &[&str]) -> Value {
+    let Some(o) = v.as_object() else {
+        return v.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for k in first {
+        if let Some(x) = o.get(*k) {
+            out.insert((*k).to_string(), x.clone());
+        }
+    }
+    for (k, x) in o {
+        if !out.contains_key(k) {
+            out.insert(k.clone(), x.clone());
+        }
+    }
+    Value::Object(out)
 }
 
 /// Equal but for the API version they were read in.
@@ -427,6 +490,20 @@ fn clean(obj: DynamicObject) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("status");
     }
+    // Keys in the order people write them.
+    if let Some(meta) = v.get_mut("metadata") {
+        *meta = ordered(
+            meta,
+            &[
+                "name",
+                "namespace",
+                "labels",
+                "annotations",
+                "ownerReferences",
+            ],
+        );
+    }
+    v = ordered(&v, &["apiVersion", "kind", "metadata"]);
     if obj.types.as_ref().is_some_and(|t| t.kind == "Service")
         && let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut)
     {

@@ -1,9 +1,69 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use serin_api::load::read_files;
+use serin_operator::labels::LabelOptions;
+use serin_operator::render::{RenderOptions, render};
+use serin_sandbox::{Sandbox, SandboxOptions};
 
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    println!("serin render: coming soon (not implemented yet)");
-    Ok(ExitCode::from(3))
+/// Prints, as a YAML stream, every object serin would create for the Canaries in the
+/// files, given the targets, HPAs, ConfigMaps and Secrets in the same files. The
+/// objects are made by the operator's own code against an empty in-process API
+/// server, so they are what a cluster would get. Exit 0 on success, 1 when a Canary
+/// cannot be rendered (its target missing, for instance), 2 when a file cannot be
+/// read.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A file of multi-document YAML; `-` reads standard input. Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// The namespace of objects that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// Labels that select a workload's pods, in the order they are looked for.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "app,name,app.kubernetes.io/name"
+    )]
+    selector_labels: Vec<String>,
+    /// Prefixes of the target's labels and annotations copied to the primary (`*`: all).
+    #[arg(long, value_delimiter = ',')]
+    include_label_prefix: Vec<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let docs = match read_files(&args.files) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("serin render: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if !docs.iter().any(|d| d.is_flagger() && d.kind() == "Canary") {
+        eprintln!("serin render: no Canary in the input");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = RenderOptions {
+        default_namespace: args.namespace,
+        labels: LabelOptions {
+            selector_labels: args.selector_labels,
+            include_label_prefix: args.include_label_prefix,
+        },
+    };
+    let sandbox = Sandbox::new(SandboxOptions::default());
+    let objects = match render(sandbox.client(), &docs, &options).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("serin render: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut out = String::new();
+    for object in &objects {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(object)?);
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
 }
