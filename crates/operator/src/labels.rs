@@ -269,11 +269,15 @@ where
     K: Resource + Clone + Debug + Serialize + DeserializeOwned,
     F: Fn(Option<&K>) -> Result<Option<K>>,
 {
+    let id = match api.namespace() {
+        Some(ns) => dotted(name, ns),
+        None => name.to_string(),
+    };
     for _ in 0..CONFLICT_RETRIES {
         let current = api
             .get_opt(name)
             .await
-            .map_err(|e| Error::kube(format!("{kind} {name} get query error"), e))?;
+            .map_err(|e| Error::kube(format!("{kind} {id} get query error"), e))?;
         match current {
             None => {
                 let Some(obj) = desired(None)? else {
@@ -282,7 +286,7 @@ where
                 match api.create(&PostParams::default(), &obj).await {
                     Ok(_) => return Ok(Applied::Created),
                     Err(e) if is_status(&e, 409) => continue,
-                    Err(e) => return Err(Error::kube(format!("creating {kind} {name} failed"), e)),
+                    Err(e) => return Err(Error::kube(format!("creating {kind} {id} failed"), e)),
                 }
             }
             Some(cur) => {
@@ -292,13 +296,13 @@ where
                 match api.replace(name, &PostParams::default(), &obj).await {
                     Ok(_) => return Ok(Applied::Updated),
                     Err(e) if is_status(&e, 409) => continue,
-                    Err(e) => return Err(Error::kube(format!("updating {kind} {name} failed"), e)),
+                    Err(e) => return Err(Error::kube(format!("updating {kind} {id} failed"), e)),
                 }
             }
         }
     }
     Err(Error::Invalid(format!(
-        "updating {kind} {name} failed: conflicting writes after {CONFLICT_RETRIES} attempts"
+        "updating {kind} {id} failed: conflicting writes after {CONFLICT_RETRIES} attempts"
     )))
 }
 
@@ -312,16 +316,20 @@ pub async fn delete_if_owned<K>(
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
+    let id = match api.namespace() {
+        Some(ns) => dotted(name, ns),
+        None => name.to_string(),
+    };
     let current = api
         .get_opt(name)
         .await
-        .map_err(|e| Error::kube(format!("{kind} {name} get query error"), e))?;
+        .map_err(|e| Error::kube(format!("{kind} {id} get query error"), e))?;
     match current {
         Some(obj) if is_owned_by(obj.meta(), canary) => {
             match api.delete(name, &DeleteParams::background()).await {
                 Ok(_) => Ok(true),
                 Err(e) if is_status(&e, 404) => Ok(false),
-                Err(e) => Err(Error::kube(format!("deleting {kind} {name} failed"), e)),
+                Err(e) => Err(Error::kube(format!("deleting {kind} {id} failed"), e)),
             }
         }
         _ => Ok(false),

@@ -366,3 +366,158 @@ pub async fn finalize_services(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ContainerPort;
+    use serde_json::json;
+
+    fn canary(service: serde_json::Value) -> Canary {
+        let mut c: Canary = serde_json::from_value(json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test", "uid": "u-1"},
+            "spec": {"targetRef": {"name": "podinfo"}, "service": service}
+        }))
+        .unwrap();
+        c.metadata.uid = Some("u-1".into());
+        c
+    }
+
+    fn pods(containers: Vec<Container>) -> TargetPods {
+        TargetPods {
+            kind: "Deployment".into(),
+            selector: SelectorLabel {
+                key: "app".into(),
+                value: "podinfo".into(),
+            },
+            template: PodTemplateSpec {
+                metadata: None,
+                spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                    containers,
+                    ..Default::default()
+                }),
+            },
+        }
+    }
+
+    fn container(name: &str, ports: &[(Option<&str>, i32)]) -> Container {
+        Container {
+            name: name.into(),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(n, p)| ContainerPort {
+                        name: n.map(String::from),
+                        container_port: *p,
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn port_discovery_adds_every_other_application_port() {
+        let c = canary(
+            json!({"port": 80, "targetPort": "http", "portDiscovery": true, "appProtocol": "http"}),
+        );
+        let p = pods(vec![
+            container(
+                "app",
+                &[(Some("http"), 9898), (Some("metrics"), 9797), (None, 9999)],
+            ),
+            container("istio-proxy", &[(Some("http-envoy-prom"), 15090)]),
+        ]);
+        let svc = desired_service(&c, "podinfo-canary", &p, Backend::Canary, None).unwrap();
+        let ports: Vec<_> = svc
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                (
+                    p.name.unwrap(),
+                    p.port,
+                    serde_json::to_value(p.target_port).unwrap(),
+                    p.app_protocol,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (
+                    "http".to_string(),
+                    80,
+                    json!("http"),
+                    Some("http".to_string())
+                ),
+                ("metrics".to_string(), 9797, json!(9797), None),
+                ("tcp-app-2".to_string(), 9999, json!(9999), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn custom_metadata_and_headless() {
+        let c = canary(json!({
+            "port": 9898, "headless": true,
+            "canary": {"labels": {"tier": "canary"}, "annotations": {"a": "1", "kustomize.toolkit.fluxcd.io/checksum": "x"}}
+        }));
+        let p = pods(vec![]);
+        let meta = c.spec.service.canary.clone();
+        let svc =
+            desired_service(&c, "podinfo-canary", &p, Backend::Canary, meta.as_ref()).unwrap();
+        assert_eq!(
+            svc.metadata.labels.unwrap(),
+            BTreeMap::from([
+                ("app".into(), "podinfo-canary".into()),
+                ("tier".into(), "canary".into())
+            ])
+        );
+        assert_eq!(
+            svc.metadata.annotations.unwrap(),
+            BTreeMap::from([("a".into(), "1".into())])
+        );
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.selector.unwrap()["app"], "podinfo");
+    }
+
+    #[test]
+    fn updates_keep_node_ports_and_unmanaged_metadata() {
+        let c = canary(json!({"port": 9898, "unmanagedMetadata": {"annotations": ["keep"]}}));
+        let p = pods(vec![]);
+        let desired = desired_service(&c, "podinfo", &p, Backend::Primary, None).unwrap();
+        let mut current = desired.clone();
+        current.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30080);
+        current.metadata.annotations = Some(BTreeMap::from([("keep".into(), "me".into())]));
+        assert!(
+            updated_service(&c, &current, &desired).is_none(),
+            "nothing to change"
+        );
+        current.spec.as_mut().unwrap().selector =
+            Some(BTreeMap::from([("app".into(), "other".into())]));
+        current.metadata.annotations = Some(BTreeMap::from([
+            ("keep".into(), "me".into()),
+            ("drop".into(), "x".into()),
+        ]));
+        let next = updated_service(&c, &current, &desired).unwrap();
+        let spec = next.spec.unwrap();
+        assert_eq!(spec.selector.unwrap()["app"], "podinfo-primary");
+        assert_eq!(spec.ports.unwrap()[0].node_port, Some(30080));
+        assert_eq!(
+            next.metadata.annotations.unwrap(),
+            BTreeMap::from([("keep".into(), "me".into())])
+        );
+
+        // A service the user made keeps its own metadata.
+        let mut theirs = current.clone();
+        theirs.metadata.owner_references = None;
+        let next = updated_service(&c, &theirs, &desired).unwrap();
+        assert_eq!(next.metadata.annotations.unwrap().len(), 2);
+    }
+}

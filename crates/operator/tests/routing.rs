@@ -631,3 +631,38 @@ async fn kubernetes_provider_switches_the_apex_service() {
     );
     assert_eq!(router.get_routes(&canary).await.unwrap(), Routes::PRIMARY);
 }
+
+#[tokio::test(start_paused = true)]
+async fn conflicting_writes_are_retried_then_reported() {
+    use serin_sandbox::{FaultRule, Verb};
+    let (sb, client, canary) = podinfo(Clock::system()).await;
+    let router = router_for(client.clone(), &canary).unwrap();
+    router.reconcile(&canary).await.unwrap();
+    let rule = |rate| FaultRule {
+        conflict_rate: rate,
+        ..Default::default()
+    };
+    // Someone else writes the VirtualService now and then: serin reads again and retries.
+    sb.faults().set("virtualservices", Verb::Update, rule(0.3));
+    for w in [10, 20, 30, 40, 50] {
+        router
+            .set_routes(&canary, Routes::to_canary(w))
+            .await
+            .unwrap();
+    }
+    sb.faults().clear_all();
+    assert_eq!(
+        router.get_routes(&canary).await.unwrap(),
+        Routes::to_canary(50)
+    );
+    // Always in conflict: a clear error naming the object, after a bounded number of tries.
+    sb.faults().set("virtualservices", Verb::Update, rule(1.0));
+    let err = router
+        .set_routes(&canary, Routes::PRIMARY)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "updating VirtualService podinfo.test failed: conflicting writes after 5 attempts"
+    );
+}

@@ -577,3 +577,31 @@ async fn daemonsets_scale_down_with_a_node_selector() {
             .is_empty()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn v2beta2_hpas_are_copied_in_their_own_version() {
+    let clock = Clock::system();
+    let (_sb, client) = sandbox(clock).await;
+    let podinfo =
+        read(&data_path("podinfo.yaml")).replace("autoscaling/v2\n", "autoscaling/v2beta2\n");
+    assert!(podinfo.contains("apiVersion: autoscaling/v2beta2"));
+    apply(&client, &podinfo).await;
+    let mut canary = seed_canary("tests/fixtures/seeds/istio-guide/podinfo-canary.yaml");
+    canary.spec.autoscaler_ref.as_mut().unwrap().api_version = Some("autoscaling/v2beta2".into());
+    let canary = create_canary(&client, canary).await;
+    workload(&client, &canary, clock)
+        .initialize_primary(&canary)
+        .await
+        .unwrap();
+    let hpas: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "test", &hpa_resource("autoscaling/v2beta2"));
+    let hpa = hpas.get("podinfo-primary").await.unwrap();
+    assert_eq!(
+        hpa.data["spec"]["scaleTargetRef"]["name"],
+        "podinfo-primary"
+    );
+    assert_eq!(
+        hpa.data["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        99
+    );
+}

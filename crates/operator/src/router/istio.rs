@@ -662,3 +662,179 @@ impl Router for IstioRouter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use serin_api::load::{Object, parse_documents, to_object};
+
+    fn canary(spec: serde_json::Value) -> Canary {
+        serde_json::from_value(json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn spec_json(c: &Canary, routes: Routes) -> serde_json::Value {
+        serde_json::to_value(virtual_service_spec(c, routes, &SessionCookies::default()).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn old_canaries_keep_match_rewrite_timeout_and_the_mesh_gateway() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/seeds/blog-ciwei/podinfo-canary.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let doc = &parse_documents(path, &text).unwrap()[0];
+        let Ok(Object::Canary(c)) = to_object(doc) else {
+            panic!("a Canary")
+        };
+        assert_eq!(
+            spec_json(&c, Routes::PRIMARY),
+            json!({
+                "hosts": ["app.ciwei.com", "podinfo"],
+                "gateways": ["public-gateway.istio-system.svc.cluster.local", "mesh"],
+                "http": [{
+                    "match": [{"uri": {"prefix": "/"}}],
+                    "route": [
+                        {"destination": {"host": "podinfo-primary"}, "weight": 100},
+                        {"destination": {"host": "podinfo-canary"}, "weight": 0}
+                    ],
+                    "rewrite": {"uri": "/"},
+                    "timeout": "30s"
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn headers_and_cors_go_on_every_route() {
+        let c = canary(json!({
+            "targetRef": {"name": "podinfo"},
+            "service": {
+                "port": 9898,
+                "headers": {"request": {"add": {"x-envoy-upstream-rq-timeout-ms": "15000"}}, "response": {"remove": ["x-powered-by"]}},
+                "corsPolicy": {"allowOrigins": [{"exact": "https://example.com"}], "allowMethods": ["GET"], "maxAge": "24h"}
+            },
+            "analysis": {"interval": "1m", "iterations": 10, "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}
+        }));
+        let spec = spec_json(&c, Routes::to_canary(100));
+        assert_eq!(spec["gateways"], json!(["mesh"]));
+        for route in spec["http"].as_array().unwrap() {
+            assert_eq!(
+                route["headers"]["request"]["add"]["x-envoy-upstream-rq-timeout-ms"],
+                "15000"
+            );
+            assert_eq!(
+                route["corsPolicy"]["allowOrigins"],
+                json!([{"exact": "https://example.com"}])
+            );
+        }
+    }
+
+    #[test]
+    fn delegation_has_no_hosts_or_gateways() {
+        let mut c = canary(json!({
+            "targetRef": {"name": "podinfo"},
+            "service": {"port": 9898, "delegation": true, "portDiscovery": true}
+        }));
+        let spec = spec_json(&c, Routes::PRIMARY);
+        assert!(spec.get("hosts").is_none() && spec.get("gateways").is_none());
+        assert_eq!(
+            spec["http"][0]["route"][0]["destination"],
+            json!({"host": "podinfo-primary", "port": {"number": 9898}}),
+            "a delegate names the port"
+        );
+        c.spec.service.hosts = vec!["app.example.com".into()];
+        let err =
+            virtual_service_spec(&c, Routes::PRIMARY, &SessionCookies::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "VirtualService podinfo.test cannot have hosts and gateways when delegation enabled"
+        );
+    }
+
+    #[test]
+    fn ab_matches_combine_with_the_service_matches() {
+        let canary_matches: Vec<HTTPMatchRequest> = serde_json::from_value(json!([
+            {"headers": {"user-agent": {"regex": ".*Firefox.*"}}},
+            {"headers": {"cookie": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}}
+        ]))
+        .unwrap();
+        let defaults: Vec<HTTPMatchRequest> = serde_json::from_value(
+            json!([{"uri": {"prefix": "/api"}}, {"uri": {"prefix": "/web"}}]),
+        )
+        .unwrap();
+        let merged =
+            serde_json::to_value(merge_match_conditions(&canary_matches, &defaults)).unwrap();
+        assert_eq!(
+            merged,
+            json!([
+                {"uri": {"prefix": "/api"}, "headers": {"user-agent": {"regex": ".*Firefox.*"}}},
+                {"uri": {"prefix": "/web"}, "headers": {"user-agent": {"regex": ".*Firefox.*"}}},
+                {"uri": {"prefix": "/api"}, "headers": {"cookie": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}},
+                {"uri": {"prefix": "/web"}, "headers": {"cookie": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}}
+            ])
+        );
+        assert_eq!(merge_match_conditions(&canary_matches, &[]), canary_matches);
+    }
+
+    #[test]
+    fn primary_cookie_keeps_primary_users_on_the_primary() {
+        let c = canary(json!({
+            "targetRef": {"name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {"interval": "1m", "stepWeight": 10, "maxWeight": 50,
+                "sessionAffinity": {"cookieName": "canary-cookie", "primaryCookieName": "primary-cookie",
+                    "maxAge": 600, "path": "/", "secure": true, "httpOnly": true, "sameSite": "Strict"}}
+        }));
+        let cookies = SessionCookies::for_routes(&c, 20);
+        let spec = virtual_service_spec(&c, Routes::to_canary(20), &cookies).unwrap();
+        assert_eq!(
+            spec.http.len(),
+            3,
+            "sticky canary, sticky primary, weighted"
+        );
+        let primary_cookie = cookies.primary.clone().unwrap();
+        assert!(primary_cookie.starts_with("primary-cookie="));
+        let (name, value) = primary_cookie.split_once('=').unwrap();
+        assert_eq!(
+            spec.http[1].match_[0].headers["cookie"].regex.as_deref(),
+            Some(format!(".*{name}.*{value}.*").as_str())
+        );
+        assert_eq!(spec.http[1].route[0].weight, 100);
+        let weighted = &spec.http[2];
+        let set = |host: &str| {
+            weighted
+                .route
+                .iter()
+                .find(|d| d.destination.host == host)
+                .unwrap()
+                .headers
+                .as_ref()
+                .unwrap()
+                .response
+                .as_ref()
+                .unwrap()
+                .add["Set-Cookie"]
+                .clone()
+        };
+        assert_eq!(
+            set("podinfo-canary"),
+            format!(
+                "{}; Max-Age=600; HttpOnly; Path=/; SameSite=Strict; Secure",
+                cookies.canary.unwrap()
+            )
+        );
+        assert_eq!(
+            set("podinfo-primary"),
+            format!("{primary_cookie}; Max-Age=60; HttpOnly; Path=/; SameSite=Strict; Secure")
+        );
+        assert_eq!(routes_in(&c, &spec), Some(Routes::to_canary(20)));
+    }
+}
