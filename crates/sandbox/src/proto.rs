@@ -1,6 +1,8 @@
 //! Just enough of Kubernetes' protobuf encoding to read what kubectl's typed clients send
-//! (`kubectl create namespace|configmap|secret|serviceaccount`); the sandbox always answers
-//! in JSON, which those clients also accept.
+//! (`kubectl create namespace|configmap|secret|serviceaccount|deployment|service`,
+//! `kubectl expose`); the sandbox always answers in JSON, which those clients also accept.
+//! Field numbers are those of k8s.io/api's `generated.proto`; fields not listed here are
+//! skipped.
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -112,6 +114,7 @@ fn object_meta(b: &[u8]) -> ApiResult<Value> {
     let mut m = Map::new();
     for (n, f) in fields(b)? {
         match (n, f) {
+            (_, Field::Bytes([])) => {}
             (1, Field::Bytes(x)) => drop(m.insert("name".into(), string(x).into())),
             (2, Field::Bytes(x)) => drop(m.insert("generateName".into(), string(x).into())),
             (3, Field::Bytes(x)) => drop(m.insert("namespace".into(), string(x).into())),
@@ -128,6 +131,197 @@ fn object_meta(b: &[u8]) -> ApiResult<Value> {
         }
     }
     Ok(Value::Object(m))
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A string; dropped when empty (Go writes empty non-pointer strings).
+    Str,
+    /// An integer; dropped when 0.
+    Int,
+    /// An optional (pointer) integer: 0 is kept.
+    IntPtr,
+    Bool,
+    Msg(&'static [Spec]),
+    MapStr,
+    MapQuantity,
+    RepStr,
+    RepMsg(&'static [Spec]),
+    IntOrString,
+    Meta,
+}
+
+struct Spec(u64, &'static str, Kind);
+
+use Kind::*;
+
+const SELECTOR_REQ: &[Spec] = &[
+    Spec(1, "key", Str),
+    Spec(2, "operator", Str),
+    Spec(3, "values", RepStr),
+];
+const SELECTOR: &[Spec] = &[
+    Spec(1, "matchLabels", MapStr),
+    Spec(2, "matchExpressions", RepMsg(SELECTOR_REQ)),
+];
+const CONTAINER_PORT: &[Spec] = &[
+    Spec(1, "name", Str),
+    Spec(2, "hostPort", Int),
+    Spec(3, "containerPort", Int),
+    Spec(4, "protocol", Str),
+    Spec(5, "hostIP", Str),
+];
+const ENV_VAR: &[Spec] = &[Spec(1, "name", Str), Spec(2, "value", Str)];
+const RESOURCES: &[Spec] = &[
+    Spec(1, "limits", MapQuantity),
+    Spec(2, "requests", MapQuantity),
+];
+const CONTAINER: &[Spec] = &[
+    Spec(1, "name", Str),
+    Spec(2, "image", Str),
+    Spec(3, "command", RepStr),
+    Spec(4, "args", RepStr),
+    Spec(5, "workingDir", Str),
+    Spec(6, "ports", RepMsg(CONTAINER_PORT)),
+    Spec(7, "env", RepMsg(ENV_VAR)),
+    Spec(8, "resources", Msg(RESOURCES)),
+    Spec(13, "terminationMessagePath", Str),
+    Spec(14, "imagePullPolicy", Str),
+    Spec(20, "terminationMessagePolicy", Str),
+];
+const POD_SPEC: &[Spec] = &[
+    Spec(2, "containers", RepMsg(CONTAINER)),
+    Spec(3, "restartPolicy", Str),
+    Spec(4, "terminationGracePeriodSeconds", IntPtr),
+    Spec(6, "dnsPolicy", Str),
+    Spec(7, "nodeSelector", MapStr),
+    Spec(8, "serviceAccountName", Str),
+    Spec(20, "initContainers", RepMsg(CONTAINER)),
+];
+const POD_TEMPLATE: &[Spec] = &[Spec(1, "metadata", Meta), Spec(2, "spec", Msg(POD_SPEC))];
+const ROLLING_UPDATE: &[Spec] = &[
+    Spec(1, "maxUnavailable", IntOrString),
+    Spec(2, "maxSurge", IntOrString),
+];
+const STRATEGY: &[Spec] = &[
+    Spec(1, "type", Str),
+    Spec(2, "rollingUpdate", Msg(ROLLING_UPDATE)),
+];
+const DEPLOYMENT_SPEC: &[Spec] = &[
+    Spec(1, "replicas", IntPtr),
+    Spec(2, "selector", Msg(SELECTOR)),
+    Spec(3, "template", Msg(POD_TEMPLATE)),
+    Spec(4, "strategy", Msg(STRATEGY)),
+    Spec(5, "minReadySeconds", Int),
+    Spec(6, "revisionHistoryLimit", IntPtr),
+    Spec(7, "paused", Bool),
+    Spec(9, "progressDeadlineSeconds", IntPtr),
+];
+const SERVICE_PORT: &[Spec] = &[
+    Spec(1, "name", Str),
+    Spec(2, "protocol", Str),
+    Spec(3, "port", Int),
+    Spec(4, "targetPort", IntOrString),
+    Spec(5, "nodePort", Int),
+    Spec(6, "appProtocol", Str),
+];
+const SERVICE_SPEC: &[Spec] = &[
+    Spec(1, "ports", RepMsg(SERVICE_PORT)),
+    Spec(2, "selector", MapStr),
+    Spec(3, "clusterIP", Str),
+    Spec(4, "type", Str),
+    Spec(5, "externalIPs", RepStr),
+    Spec(7, "sessionAffinity", Str),
+    Spec(10, "externalName", Str),
+];
+const DEPLOYMENT: &[Spec] = &[
+    Spec(1, "metadata", Meta),
+    Spec(2, "spec", Msg(DEPLOYMENT_SPEC)),
+];
+const SERVICE: &[Spec] = &[
+    Spec(1, "metadata", Meta),
+    Spec(2, "spec", Msg(SERVICE_SPEC)),
+];
+
+fn int32(v: u64) -> i64 {
+    // int32 values are sign-extended to 64 bits on the wire.
+    v as i64
+}
+
+fn message(specs: &[Spec], b: &[u8]) -> ApiResult<Map<String, Value>> {
+    let mut m = Map::new();
+    for (n, f) in fields(b)? {
+        let Some(Spec(_, name, kind)) = specs.iter().find(|s| s.0 == n) else {
+            continue;
+        };
+        let name = *name;
+        match (*kind, f) {
+            (Str, Field::Bytes(x)) if !x.is_empty() => {
+                drop(m.insert(name.into(), string(x).into()))
+            }
+            (Int, Field::Varint(v)) if v != 0 => drop(m.insert(name.into(), int32(v).into())),
+            (IntPtr, Field::Varint(v)) => drop(m.insert(name.into(), int32(v).into())),
+            (Bool, Field::Varint(v)) if v != 0 => drop(m.insert(name.into(), true.into())),
+            (Msg(s), Field::Bytes(x)) => {
+                let sub = message(s, x)?;
+                if !sub.is_empty() {
+                    m.insert(name.into(), Value::Object(sub));
+                }
+            }
+            (MapStr, Field::Bytes(x)) => insert_entry(&mut m, name, x, false)?,
+            (MapQuantity, Field::Bytes(x)) => {
+                let (mut k, mut q) = (String::new(), String::new());
+                for (n, f) in fields(x)? {
+                    match (n, f) {
+                        (1, Field::Bytes(b)) => k = string(b),
+                        (2, Field::Bytes(b)) => {
+                            for (n, f) in fields(b)? {
+                                if let (1, Field::Bytes(s)) = (n, f) {
+                                    q = string(s);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                m.entry(name).or_insert_with(|| json!({}))[k] = q.into();
+            }
+            (RepStr, Field::Bytes(x)) => m
+                .entry(name)
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+                .map(|a| a.push(string(x).into()))
+                .unwrap_or_default(),
+            (RepMsg(s), Field::Bytes(x)) => {
+                let item = Value::Object(message(s, x)?);
+                m.entry(name)
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()
+                    .map(|a| a.push(item))
+                    .unwrap_or_default()
+            }
+            (IntOrString, Field::Bytes(x)) => {
+                let (mut is_str, mut i, mut st) = (false, 0i64, String::new());
+                for (n, f) in fields(x)? {
+                    match (n, f) {
+                        (1, Field::Varint(t)) => is_str = t == 1,
+                        (2, Field::Varint(v)) => i = int32(v),
+                        (3, Field::Bytes(b)) => st = string(b),
+                        _ => {}
+                    }
+                }
+                m.insert(name.into(), if is_str { st.into() } else { i.into() });
+            }
+            (Meta, Field::Bytes(x)) => {
+                let meta = object_meta(x)?;
+                if meta.as_object().is_some_and(|o| !o.is_empty()) {
+                    m.insert(name.into(), meta);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
 }
 
 /// Decodes a `k8s\0`-prefixed protobuf body into the JSON form of the object.
@@ -148,6 +342,18 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
             (2, Field::Bytes(x)) => raw = x,
             _ => {}
         }
+    }
+    let typed = match kind.as_str() {
+        "Deployment" => Some(DEPLOYMENT),
+        "Service" => Some(SERVICE),
+        _ => None,
+    };
+    if let Some(specs) = typed {
+        let mut obj = Map::new();
+        obj.insert("apiVersion".into(), api_version.into());
+        obj.insert("kind".into(), kind.into());
+        obj.extend(message(specs, raw)?);
+        return Ok(Value::Object(obj));
     }
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), api_version.clone().into());
@@ -171,7 +377,7 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
             ("Namespace" | "ServiceAccount", _) => {}
             _ => {
                 return Err(ApiError::unsupported_media_type(format!(
-                    "the sandbox reads protobuf only for Namespace, ConfigMap, Secret and ServiceAccount, not {api_version} {kind}; send JSON"
+                    "the sandbox reads protobuf only for Namespace, ConfigMap, Secret, ServiceAccount, Deployment and Service, not {api_version} {kind}; send JSON"
                 )));
             }
         }

@@ -524,3 +524,75 @@ async fn kubectl_delete_removes_owned_objects() {
     c.ok(&["-n", "test", "get", "deploy", "podinfo"]).await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_commands_work_through_protobuf_bodies() {
+    let c = Cluster::start().await;
+    assert_eq!(
+        c.ok(&["create", "ns", "test"]).await.trim(),
+        "namespace/test created"
+    );
+    c.ok(&[
+        "-n",
+        "test",
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=color=blue",
+    ])
+    .await;
+    c.ok(&[
+        "-n",
+        "test",
+        "create",
+        "secret",
+        "generic",
+        "token",
+        "--from-literal=key=s3cret",
+    ])
+    .await;
+    let out = c
+        .ok(&[
+            "-n",
+            "test",
+            "create",
+            "deployment",
+            "web",
+            "--image=ghcr.io/stefanprodan/podinfo:6.0.0",
+            "--port=9898",
+            "--replicas=2",
+        ])
+        .await;
+    assert_eq!(out.trim(), "deployment.apps/web created");
+    assert_eq!(
+        c.ok(&[
+            "-n",
+            "test",
+            "expose",
+            "deployment",
+            "web",
+            "--port=80",
+            "--target-port=9898"
+        ])
+        .await
+        .trim(),
+        "service/web exposed"
+    );
+    let out = c
+        .ok(&["-n", "test", "get", "cm/cfg", "secret/token", "deploy/web", "svc/web", "-o",
+            "jsonpath={.items[0].data.color} {.items[1].data.key} {.items[2].spec.replicas} {.items[2].spec.selector.matchLabels.app} {.items[2].spec.template.spec.containers[0].ports[0].containerPort} {.items[3].spec.ports[0].port} {.items[3].spec.ports[0].targetPort} {.items[3].spec.selector.app}"])
+        .await;
+    assert_eq!(out, "blue czNjcmV0 2 web 9898 80 9898 web");
+    let out = c
+        .ok(&[
+            "-n",
+            "test",
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=30s",
+        ])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    c.stop().await;
+}
