@@ -190,9 +190,9 @@ pub fn rewrite_to_primary(spec: &PodSpec, tracked: &BTreeSet<ConfigRef>) -> PodS
     spec
 }
 
-/// Flagger's checksum of a config's data: the first 8 bytes of the SHA-256 of its
-/// JSON encoding (Go's encoder: sorted keys, HTML-safe escapes), in hex. Equal to
-/// Flagger's, so a Canary moved from Flagger keeps its tracked checksums.
+/// A config's checksum by Flagger's recipe: the first 8 bytes of the SHA-256 of its
+/// data's JSON as Go encodes it (sorted keys, HTML-safe escapes), in hex, so that a
+/// Canary moved from Flagger should keep its tracked checksums.
 pub fn checksum(data: Option<&BTreeMap<String, String>>) -> String {
     let json = match data {
         None => "null".to_string(),

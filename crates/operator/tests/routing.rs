@@ -666,3 +666,67 @@ async fn conflicting_writes_are_retried_then_reported() {
         "updating VirtualService podinfo.test failed: conflicting writes after 5 attempts"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn finalize_removes_what_the_router_made() {
+    let (_sb, client, canary) = podinfo(Clock::system()).await;
+    let router = router_for(client.clone(), &canary).unwrap();
+    router.reconcile(&canary).await.unwrap();
+    router.finalize(&canary).await.unwrap();
+    let none_left = |n: usize, what: &str| assert_eq!(n, 0, "{what} left");
+    none_left(
+        Api::<Service>::namespaced(client.clone(), "test")
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "services",
+    );
+    none_left(
+        Api::<DestinationRule>::namespaced(client.clone(), "test")
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "destination rules",
+    );
+    none_left(
+        Api::<VirtualService>::namespaced(client.clone(), "test")
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "virtual services",
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_apex_service_the_user_made_is_pointed_back_at_the_target() {
+    let (_sb, client, canary) = podinfo(Clock::system()).await;
+    apply(
+        &client,
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: podinfo, namespace: test, labels: {team: web}}
+spec:
+  selector: {app: podinfo}
+  ports: [{name: http, port: 9898, targetPort: 9898}]
+"#,
+    )
+    .await;
+    let router = router_for(client.clone(), &canary).unwrap();
+    router.reconcile(&canary).await.unwrap();
+    let apex = svc(&client, "test", "podinfo").await;
+    assert_eq!(
+        apex.spec.as_ref().unwrap().selector.as_ref().unwrap()["app"],
+        "podinfo-primary"
+    );
+    assert_eq!(apex.labels()["team"], "web", "the user's labels stay");
+    router.finalize(&canary).await.unwrap();
+    let apex = svc(&client, "test", "podinfo").await;
+    assert_eq!(apex.spec.unwrap().selector.unwrap()["app"], "podinfo");
+}
