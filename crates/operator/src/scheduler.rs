@@ -65,6 +65,24 @@ async fn worth_running_now(
         return false;
     }
     match status.phase {
+        // Finish the initialization as soon as the primary is ready.
+        CanaryPhase::Initializing => {
+            let canary = crate::controller::with_default_provider(ctx, canary);
+            let Ok(workload) = crate::workload::workload_with(
+                ctx.client.clone(),
+                &canary,
+                crate::workload::WorkloadOptions {
+                    clock: ctx.clock,
+                    ..Default::default()
+                },
+            ) else {
+                return false;
+            };
+            return matches!(
+                workload.primary_readiness(&canary).await,
+                Ok(crate::workload::Readiness::Ready)
+            );
+        }
         CanaryPhase::Initialized
         | CanaryPhase::Succeeded
         | CanaryPhase::Failed

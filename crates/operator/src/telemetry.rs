@@ -109,6 +109,12 @@ impl Telemetry {
         }
     }
 
+    /// Registers more metrics (the alert counters) in the same registry.
+    pub fn register(&self, f: impl FnOnce(&mut Registry)) {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut registry);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -32,27 +32,32 @@ fn healthy_metrics_promote_with_timed_events() {
     ]);
     assert!(ok, "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(
-        lines.contains(&"01:00 Normal New revision detected! Scaling up podinfo.test"),
-        "{stdout}"
-    );
-    assert!(
-        lines.contains(&"02:00 Normal Advance podinfo.test canary weight 10"),
-        "{stdout}"
-    );
-    assert!(
-        lines.contains(&"06:00 Normal Advance podinfo.test canary weight 50"),
-        "{stdout}"
-    );
-    assert!(
-        lines.contains(&"09:00 Normal Promotion completed! Scaling down podinfo.test"),
-        "{stdout}"
-    );
+    // Each line is `MM:SS Type message`; the steps are one analysis interval apart.
+    let at = |message: &str| -> u64 {
+        let line = lines
+            .iter()
+            .find(|l| l.ends_with(message))
+            .unwrap_or_else(|| panic!("no {message:?} in\n{stdout}"));
+        seconds(line)
+    };
+    let detected = at("Normal New revision detected! Scaling up podinfo.test");
+    let step10 = at("Normal Advance podinfo.test canary weight 10");
+    let step50 = at("Normal Advance podinfo.test canary weight 50");
+    let done = at("Normal Promotion completed! Scaling down podinfo.test");
+    assert!(detected < 5, "the new revision is seen at once\n{stdout}");
+    assert_eq!(step10 - detected, 60, "{stdout}");
+    assert_eq!(step50 - step10, 4 * 60, "{stdout}");
+    assert_eq!(done - step50, 3 * 60, "copy, route back, finish\n{stdout}");
+    let finished = &lines[lines.len() - 2][..5];
     assert_eq!(
-        lines.last(),
-        Some(&"result: Succeeded after 09:00"),
-        "{stdout}"
+        lines.last().copied(),
+        Some(format!("result: Succeeded after {finished}").as_str())
     );
+}
+
+fn seconds(line: &str) -> u64 {
+    let (m, s) = line[..5].split_once(':').expect("MM:SS");
+    m.parse::<u64>().expect("minutes") * 60 + s.parse::<u64>().expect("seconds")
 }
 
 #[test]
@@ -71,9 +76,12 @@ fn low_success_rate_rolls_back_at_the_threshold() {
     assert_eq!(halts, 5, "{stdout}");
     assert!(stdout.contains("Warning Rolling back podinfo.test failed checks threshold reached 5"));
     assert!(stdout.contains("Warning Canary failed! Scaling down podinfo.test"));
-    assert!(
-        stdout.trim_end().ends_with("result: Failed after 08:00"),
-        "{stdout}"
+    let lines: Vec<&str> = stdout.lines().collect();
+    let rollback = lines[lines.len() - 2];
+    assert!(rollback.ends_with("Warning Canary failed! Scaling down podinfo.test"));
+    assert_eq!(
+        lines[lines.len() - 1],
+        format!("result: Failed after {}", &rollback[..5])
     );
 }
 

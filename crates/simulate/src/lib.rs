@@ -325,6 +325,8 @@ impl Simulation {
                 }
             }
             if all {
+                // Let the run that wrote this status finish recording its events.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 for e in self.drain() {
                     on_event(&e);
                 }

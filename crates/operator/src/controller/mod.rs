@@ -263,8 +263,11 @@ fn handle_change(
             name,
         } => {
             for (key, t) in tracked.iter() {
+                // The target (a new revision) or its primary (ready to initialize).
+                let ours = name == t.target_name
+                    || name.strip_suffix("-primary") == Some(t.target_name.as_str());
                 if t.target_kind == kind
-                    && t.target_name == name
+                    && ours
                     && key.split_once('/').map(|k| k.0) == Some(namespace.as_str())
                 {
                     t.nudge.notify_one();

@@ -1,9 +1,188 @@
+//! `serin operator`: the controller against a Kubernetes cluster.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use serin_api::clock::Clock;
+use serin_metrics::check::ProviderContext;
+use serin_notify::{AlertMetrics, Dispatcher, KubeLookup};
+use serin_operator::controller::{self, Context, ControllerOptions};
+use serin_operator::leader::LeaderElection;
+use serin_operator::observer::LiveChecks;
+use serin_operator::telemetry::Telemetry;
+use serin_operator::webhook::WebhookCaller;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Path to a kubeconfig; in-cluster configuration (or $KUBECONFIG) when unset
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch canaries in this namespace only (all namespaces when unset)
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Traffic provider of canaries that name none
+    #[arg(long, default_value = "istio", value_parser = ["istio", "kubernetes"])]
+    pub mesh_provider: String,
+    /// Prometheus address for the built-in metrics
+    #[arg(long, default_value = "http://prometheus:9090")]
+    pub metrics_server: String,
+    /// Elect a leader on a coordination.k8s.io Lease so that only one replica acts
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the leader election Lease (the pod's namespace by default)
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// At most this many canary analyses at once; others wait queued
+    #[arg(long)]
+    pub max_concurrent_canaries: Option<usize>,
+    /// Port of /metrics, /healthz and /readyz
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Log level (RUST_LOG overrides)
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    #[command(flatten)]
+    pub alerts: Box<serin_notify::Args>,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    println!("serin operator: coming soon (not implemented yet)");
-    Ok(ExitCode::from(3))
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration found (in cluster, $KUBECONFIG or ~/.kube/config); pass --kubeconfig")?,
+    };
+    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::logging::init_json(&args.log_level);
+    if args.max_concurrent_canaries == Some(0) {
+        bail!("--max-concurrent-canaries must be at least 1");
+    }
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let clock = Clock::system();
+
+    let telemetry = Telemetry::new(&args.mesh_provider);
+    let alert_metrics = AlertMetrics::new();
+    telemetry.register(|r| alert_metrics.register(r));
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
+        .await
+        .with_context(|| format!("cannot listen on port {}", args.port))?;
+    tracing::info!(
+        msg = format!(
+            "serving /metrics, /healthz and /readyz on port {}",
+            args.port
+        )
+    );
+    let server = tokio::spawn(telemetry.clone().serve(listener));
+
+    let dispatcher = Dispatcher::from_args(
+        &args.alerts,
+        Arc::new(KubeLookup::new(client.clone())),
+        alert_metrics,
+    )
+    .context("invalid alert settings")?;
+    let checks = Arc::new(LiveChecks {
+        client: client.clone(),
+        webhooks: WebhookCaller::default(),
+        metrics: ProviderContext {
+            operator_metrics_server: Some(args.metrics_server.clone()).filter(|s| !s.is_empty()),
+            ..Default::default()
+        },
+    });
+    let ctx = Context::new(
+        client.clone(),
+        clock,
+        ControllerOptions {
+            namespace: args.namespace.clone(),
+            mesh_provider: Some(args.mesh_provider.clone()),
+            max_concurrent_canaries: args.max_concurrent_canaries,
+        },
+        checks,
+    )
+    .with_alerts(dispatcher)
+    .with_telemetry(telemetry.clone());
+    telemetry.set_ready(true);
+
+    let mut lost = None;
+    if args.leader_elect {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let identity = format!(
+            "{}_{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "serin".into()),
+            std::process::id()
+        );
+        let election =
+            LeaderElection::new(client.clone(), &namespace, "serin-leader", &identity, clock);
+        tracing::info!(
+            msg = format!("waiting for leadership on lease {namespace}/serin-leader as {identity}")
+        );
+        election.acquire().await;
+        tracing::info!(msg = format!("became the leader as {identity}"));
+        let (_renewal, rx) = election.keep();
+        lost = Some(rx);
+    }
+    tracing::info!(
+        msg = "starting the canary controller",
+        namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        mesh_provider = %args.mesh_provider
+    );
+    let leadership_lost = async {
+        match lost {
+            Some(mut rx) => {
+                while rx.changed().await.is_ok() {
+                    if !*rx.borrow() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let result = tokio::select! {
+        _ = controller::run(Arc::new(ctx)) => Err(anyhow::anyhow!("the canary watch ended")),
+        _ = leadership_lost => Err(anyhow::anyhow!("lost leadership; exiting so another replica acts")),
+        _ = shutdown_signal() => {
+            tracing::info!(msg = "shutting down");
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    server.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
