@@ -191,7 +191,7 @@ async fn primary_scaler_replicas_override_the_hpa() {
 #[tokio::test(start_paused = true)]
 async fn scaling_the_target_to_zero_and_back() {
     let clock = Clock::system();
-    let (_sb, client, canary) = podinfo(clock).await;
+    let (sb, client, canary) = podinfo(clock).await;
     let w = workload(&client, &canary, clock);
     w.initialize_primary(&canary).await.unwrap();
     w.scale_to_zero(&canary).await.unwrap();
@@ -199,6 +199,17 @@ async fn scaling_the_target_to_zero_and_back() {
         deployment(&client, "podinfo").await.spec.unwrap().replicas,
         Some(0)
     );
+    // Already at zero: no write (a patch would fail now).
+    sb.faults().set(
+        "deployments",
+        serin_sandbox::Verb::Patch,
+        serin_sandbox::FaultRule {
+            error_rate: 1.0,
+            ..Default::default()
+        },
+    );
+    w.scale_to_zero(&canary).await.unwrap();
+    sb.faults().clear_all();
     // A target at zero is not rolling out.
     assert_eq!(w.canary_readiness(&canary).await.unwrap(), Readiness::Ready);
     w.scale_from_zero(&canary).await.unwrap();

@@ -113,6 +113,15 @@ impl DaemonSetController {
     }
 }
 
+/// Whether the DaemonSet carries serin's scale-down node selector.
+fn scaled_down(ds: &DaemonSet) -> bool {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.node_selector.as_ref())
+        .is_some_and(|n| n.contains_key(SCALE_DOWN_NODE_SELECTOR.0))
+}
+
 /// The template without serin's scale-down node selector: what the user wrote.
 fn without_scale_down(template: &PodTemplateSpec) -> PodTemplateSpec {
     let mut t = template.clone();
@@ -336,13 +345,19 @@ impl WorkloadController for DaemonSetController {
     }
 
     async fn scale_to_zero(&self, canary: &Canary) -> Result<()> {
-        self.target(canary).await?;
-        self.set_scale_down_selector(canary, true).await
+        let target = self.target(canary).await?;
+        if !scaled_down(&target) {
+            self.set_scale_down_selector(canary, true).await?;
+        }
+        Ok(())
     }
 
     async fn scale_from_zero(&self, canary: &Canary) -> Result<()> {
-        self.target(canary).await?;
-        self.set_scale_down_selector(canary, false).await
+        let target = self.target(canary).await?;
+        if scaled_down(&target) {
+            self.set_scale_down_selector(canary, false).await?;
+        }
+        Ok(())
     }
 
     async fn promote(&self, canary: &Canary) -> Result<()> {
@@ -382,7 +397,9 @@ impl WorkloadController for DaemonSetController {
             Err(Error::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.set_scale_down_selector(canary, false).await?;
+        if scaled_down(&target) {
+            self.set_scale_down_selector(canary, false).await?;
+        }
         labels::delete_if_owned(
             &self.api(canary)?,
             "daemonset",

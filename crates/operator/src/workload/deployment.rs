@@ -344,7 +344,10 @@ impl WorkloadController for DeploymentController {
     }
 
     async fn scale_to_zero(&self, canary: &Canary) -> Result<()> {
-        self.target(canary).await?;
+        let target = self.target(canary).await?;
+        if target.spec.and_then(|s| s.replicas) == Some(0) {
+            return Ok(());
+        }
         self.scale(canary, 0).await
     }
 
@@ -364,6 +367,9 @@ impl WorkloadController for DeploymentController {
                     _ => 1,
                 }
             };
+        }
+        if target.spec.as_ref().and_then(|s| s.replicas) == Some(replicas.max(1)) {
+            return Ok(());
         }
         self.scale(canary, replicas.max(1)).await
     }
