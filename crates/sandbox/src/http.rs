@@ -211,7 +211,7 @@ impl Sandbox {
             }
         }
         let shape = shape(headers);
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<String> = target.rt.deprecation_warning.iter().cloned().collect();
         let result = match verb {
             Verb::Watch => return watch::watch(self, &target, &query, shape),
             Verb::List => self.list(&target, &query, shape, headers),
@@ -225,19 +225,17 @@ impl Sandbox {
         if verb_writes(verb) {
             workload::kick(self);
         }
-        match result {
-            Ok((code, v)) => {
-                let mut resp = json_response(code, &v);
-                for w in warnings {
-                    let text = format!("299 - {}", serde_json::Value::String(w));
-                    if let Ok(h) = http::HeaderValue::from_str(&text) {
-                        resp.headers_mut().append("Warning", h);
-                    }
-                }
-                resp
-            }
+        let mut resp = match result {
+            Ok((code, v)) => json_response(code, &v),
             Err(e) => error_response(&e),
+        };
+        for w in warnings {
+            let text = format!("299 - {}", serde_json::Value::String(w));
+            if let Ok(h) = http::HeaderValue::from_str(&text) {
+                resp.headers_mut().append("Warning", h);
+            }
         }
+        resp
     }
 
     fn target(&self, segs: &[&str]) -> Option<Target> {

@@ -63,6 +63,8 @@ pub struct ResourceType {
     pub from_crd: bool,
     /// The CRD's structural schema (`openAPIV3Schema`) of this version.
     pub schema: Option<Arc<Value>>,
+    /// Sent as a `Warning` header on every request to a deprecated version.
+    pub deprecation_warning: Option<String>,
 }
 
 impl ResourceType {
@@ -112,6 +114,7 @@ fn builtin(b: B) -> ResourceType {
         conversion: Conversion::None,
         from_crd: false,
         schema: None,
+        deprecation_warning: None,
     }
 }
 
@@ -512,6 +515,16 @@ fn parse_crd(crd: &Value) -> ApiResult<Vec<ResourceType>> {
                 .pointer("/schema/openAPIV3Schema")
                 .filter(|s| s.is_object())
                 .map(|s| Arc::new(s.clone())),
+            deprecation_warning: (v.get("deprecated").and_then(Value::as_bool) == Some(true)).then(
+                || {
+                    v.get("deprecationWarning")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                        .unwrap_or_else(|| {
+                            format!("{group}/{} {kind} is deprecated", s(v, "/name"))
+                        })
+                },
+            ),
         });
     }
     if out.is_empty() {

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
 use serin_sandbox::{Sandbox, SandboxOptions};
 
 #[derive(clap::Args)]
@@ -19,6 +21,9 @@ pub struct Args {
     /// Seconds a Deployment or DaemonSet takes to become ready after a change
     #[arg(long, default_value_t = 2.0)]
     pub rollout_delay: f64,
+    /// Start without serin's CRDs (Canary, MetricTemplate, AlertProvider) installed
+    #[arg(long)]
+    pub no_crds: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -28,6 +33,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         rollout_delay,
         ..Default::default()
     });
+    if !args.no_crds {
+        let crds: Api<CustomResourceDefinition> = Api::all(sandbox.client());
+        for crd in serin_api::crd::crds() {
+            crds.create(&PostParams::default(), &crd)
+                .await
+                .context("cannot install serin's CRDs in the sandbox")?;
+        }
+    }
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let server = sandbox
         .serve(addr)
