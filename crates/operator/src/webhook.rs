@@ -89,7 +89,7 @@ impl WebhookCaller {
                     .json(&body)
                     .send()
                     .await
-                    .map_err(|e| format!("error sending request: {e}"))?;
+                    .map_err(|e| describe(&e, timeout))?;
                 let status = response.status();
                 let text = response.text().await.unwrap_or_default();
                 if status.is_success() {
@@ -111,6 +111,18 @@ impl WebhookCaller {
         }
         Err(last)
     }
+}
+
+/// A transport error in words: the timeout, or the innermost cause.
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("timeout after {}s", timeout.as_secs_f64());
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    format!("{e}: {cause}")
 }
 
 fn retry_delay(attempt: usize) -> Duration {

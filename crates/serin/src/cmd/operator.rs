@@ -15,6 +15,7 @@ use serin_operator::telemetry::Telemetry;
 use serin_operator::webhook::WebhookCaller;
 
 #[derive(clap::Args)]
+#[group(id = "OperatorArgs")]
 pub struct Args {
     /// Path to a kubeconfig; in-cluster configuration (or $KUBECONFIG) when unset
     #[arg(long, env = "KUBECONFIG")]
