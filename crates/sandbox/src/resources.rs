@@ -314,6 +314,20 @@ impl Registry {
                 types.push(t);
             }
         }
+        // `kubectl get all`
+        for t in types.iter_mut() {
+            if matches!(
+                (t.group.as_str(), t.plural.as_str()),
+                ("", "pods" | "services")
+                    | (
+                        "apps",
+                        "deployments" | "daemonsets" | "replicasets" | "statefulsets"
+                    )
+                    | ("autoscaling", "horizontalpodautoscalers")
+            ) {
+                t.categories = vec!["all".into()];
+            }
+        }
         Self {
             types: types.into_iter().map(Arc::new).collect(),
             generation: 1,
