@@ -119,6 +119,11 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
     if queued(ctx, &canary, &decision).await {
         return None;
     }
+    let mut slot = Slot {
+        ctx,
+        key: key_of(&canary),
+        keep: canary.status.as_ref().is_some_and(|s| s.phase.is_running()),
+    };
     let mut post_rollout = Vec::new();
     for action in &decision.actions {
         let result = match action {
@@ -149,12 +154,29 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             (canary, status)
         }
     };
+    slot.keep = true;
     note_phase(ctx, &canary, &status);
     publish(ctx, &canary, &status, &decision).await;
     for phase in post_rollout {
         run_post_rollout_hooks(ctx, &canary, &status, phase).await;
     }
     None
+}
+
+/// A slot among the concurrent analyses taken by a run, given back when the run ends
+/// before writing its status.
+struct Slot<'a> {
+    ctx: &'a Context,
+    key: String,
+    keep: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.ctx.running().remove(&self.key);
+        }
+    }
 }
 
 /// Holds back a new analysis when `--max-concurrent-canaries` analyses are under way.
@@ -171,9 +193,16 @@ async fn queued(ctx: &Context, canary: &Canary, decision: &Decision) -> bool {
     if was_running || !starts {
         return false;
     }
+    // Check and take the slot under one lock, so two canaries starting at the same
+    // moment cannot both take the last one. A run that then fails gives it back
+    // (see `Slot`); a written status keeps it until the analysis ends.
     let busy = {
-        let running = ctx.running();
-        running.len() >= max && !running.contains(&key)
+        let mut running = ctx.running();
+        let busy = running.len() >= max && !running.contains(&key);
+        if !busy {
+            running.insert(key.clone());
+        }
+        busy
     };
     if !busy {
         ctx.queued().remove(&key);

@@ -1,0 +1,208 @@
+//! Controller behaviours beyond the engine: the concurrency limit, suspend, and
+//! deletion with revertOnDeletion behind a finalizer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serin_api::Canary;
+use serin_api::canary::CanaryPhase;
+use serin_simulate::{Options, Simulation, TimedEvent};
+
+fn canary(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: {name}
+  namespace: test
+spec:
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {name}
+  service:
+    port: 9898
+{extra}
+  analysis:
+    interval: 1m
+    threshold: 2
+    maxWeight: 20
+    stepWeight: 10
+    metrics:
+      - name: request-success-rate
+        thresholdRange:
+          min: 99
+        interval: 1m
+"
+    )
+}
+
+fn healthy() -> Options {
+    Options {
+        metrics: BTreeMap::from([("request-success-rate".to_string(), 99.9)]),
+        ..Default::default()
+    }
+}
+
+async fn start(yaml: &str, options: Options) -> Simulation {
+    let docs = serin_api::load::parse_documents("controller.yaml", yaml).expect("parses");
+    Simulation::start(docs, options).await.expect("starts")
+}
+
+fn lines(events: &[TimedEvent]) -> String {
+    events
+        .iter()
+        .map(|e| e.line())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(start_paused = true)]
+async fn analyses_beyond_the_limit_wait_queued() {
+    let yaml = ["alpha", "bravo", "charlie"]
+        .map(|n| canary(n, ""))
+        .join("---\n");
+    let mut sim = start(
+        &yaml,
+        Options {
+            max_concurrent_canaries: Some(1),
+            ..healthy()
+        },
+    )
+    .await;
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    sim.new_revision().await.expect("new revisions");
+    let api: Api<Canary> = Api::namespaced(sim.client.clone(), "test");
+    let mut most = 0;
+    for _ in 0..3600 {
+        sim.tick(Duration::from_secs(1)).await;
+        let list = api.list(&Default::default()).await.expect("list");
+        let running = list
+            .items
+            .iter()
+            .filter(|c| c.status_or_default().phase.is_running())
+            .count();
+        most = most.max(running);
+        let done = list.items.iter().all(|c| {
+            c.status_or_default().phase == CanaryPhase::Succeeded
+                && c.status_or_default().last_promoted_spec
+                    == c.status_or_default().last_applied_spec
+        });
+        if done && most > 0 {
+            break;
+        }
+    }
+    let events = sim.events();
+    assert_eq!(most, 1, "one analysis at a time\n{}", lines(&events));
+    let queued: Vec<&TimedEvent> = events
+        .iter()
+        .filter(|e| e.message.contains("is queued"))
+        .collect();
+    assert!(
+        queued.len() >= 2,
+        "the others were told they are queued\n{}",
+        lines(&events)
+    );
+    assert!(
+        queued[0]
+            .message
+            .ends_with("is queued: 1 analyses are running (--max-concurrent-canaries 1)"),
+        "{}",
+        queued[0].message
+    );
+    for name in ["alpha", "bravo", "charlie"] {
+        let done = format!("Promotion completed! Scaling down {name}.test");
+        assert!(
+            events.iter().any(|e| e.message == done),
+            "{name} was promoted in the end\n{}",
+            lines(&events)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_suspended_canary_waits_until_resumed() {
+    let mut sim = start(&canary("podinfo", ""), healthy()).await;
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    let api: Api<Canary> = Api::namespaced(sim.client.clone(), "test");
+    let suspend = |on: bool| serde_json::json!({"spec": {"suspend": on}});
+    api.patch(
+        "podinfo",
+        &PatchParams::default(),
+        &Patch::Merge(&suspend(true)),
+    )
+    .await
+    .expect("suspended");
+    sim.new_revision().await.expect("new revision");
+    sim.tick(Duration::from_secs(300)).await;
+    let c = api.get("podinfo").await.expect("canary");
+    assert_eq!(c.status_or_default().phase, CanaryPhase::Initialized);
+    assert!(
+        !sim.events()
+            .iter()
+            .any(|e| e.message.starts_with("New revision detected")),
+        "nothing happens while suspended"
+    );
+    api.patch(
+        "podinfo",
+        &PatchParams::default(),
+        &Patch::Merge(&suspend(false)),
+    )
+    .await
+    .expect("resumed");
+    sim.wait_until("Succeeded", &mut |_| {}, |c| {
+        c.status_or_default().phase == CanaryPhase::Succeeded
+    })
+    .await
+    .expect("promoted after resuming");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deletion_with_revert_on_deletion_restores_the_target() {
+    let mut sim = start(&canary("podinfo", "  revertOnDeletion: true"), healthy()).await;
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    let deployments: Api<Deployment> = Api::namespaced(sim.client.clone(), "test");
+    let scaled = deployments.get("podinfo").await.expect("target");
+    assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(0), "initialized");
+    let api: Api<Canary> = Api::namespaced(sim.client.clone(), "test");
+    let c = api.get("podinfo").await.expect("canary");
+    assert!(
+        c.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"finalizer.flagger.app".to_string()),
+        "the finalizer is set"
+    );
+    api.delete("podinfo", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let mut gone = false;
+    for _ in 0..120 {
+        sim.tick(Duration::from_secs(1)).await;
+        if api.get_opt("podinfo").await.expect("get").is_none() {
+            gone = true;
+            break;
+        }
+    }
+    let events = sim.events();
+    assert!(gone, "the deletion finished\n{}", lines(&events));
+    let target = deployments.get("podinfo").await.expect("target kept");
+    assert!(
+        target.spec.and_then(|s| s.replicas).unwrap_or(0) > 0,
+        "the target runs again"
+    );
+    assert!(
+        events.iter().any(|e| e.phase == CanaryPhase::Terminated),
+        "{}",
+        lines(&events)
+    );
+}
