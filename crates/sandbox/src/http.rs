@@ -487,7 +487,15 @@ impl Sandbox {
         let cur = state.get(&t.rt.storage, ns, name);
         let Some(cur) = cur else {
             if kind == PatchKind::Apply && t.sub.is_none() {
+                if !patch.is_object() || patch.get("metadata").is_some_and(|m| !m.is_object()) {
+                    return Err(ApiError::bad_request(
+                        "an apply patch must be a JSON object with an object metadata",
+                    ));
+                }
                 let mut obj = crate::patch::strategic_merge(&json!({}), &patch, true);
+                if !obj.get("metadata").is_some_and(Value::is_object) {
+                    obj["metadata"] = json!({});
+                }
                 obj["metadata"]["name"] = name.into();
                 let created = state.create(&t.rt, ns, to_storage(&t.rt, obj), now, q.dry_run())?;
                 return Ok((201, from_storage(&t.rt, &created)));

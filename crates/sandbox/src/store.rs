@@ -120,6 +120,21 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
         .expect("metadata was just made an object")
 }
 
+/// An object with an object `metadata` (when present), as Go's decoder insists.
+fn check_shape(obj: &Value) -> ApiResult<()> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    if obj.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::bad_request(
+            "metadata: must be an object (ObjectMeta)",
+        ));
+    }
+    Ok(())
+}
+
 fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
@@ -340,11 +355,7 @@ impl State {
         now: DateTime<Utc>,
         dry_run: bool,
     ) -> ApiResult<Arc<Value>> {
-        if !obj.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be a JSON object",
-            ));
-        }
+        check_shape(&obj)?;
         let body_ns = meta_str(&obj, "namespace").to_string();
         if rt.namespaced && !body_ns.is_empty() && body_ns != ns {
             return Err(ApiError::bad_request(
@@ -446,11 +457,7 @@ impl State {
         now: DateTime<Utc>,
         dry_run: bool,
     ) -> ApiResult<Arc<Value>> {
-        if !body.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be a JSON object",
-            ));
-        }
+        check_shape(&body)?;
         let old = self
             .get(&rt.storage, ns, name)
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;

@@ -858,3 +858,105 @@ async fn custom_resources_are_pruned_defaulted_and_validated_by_their_schema() {
         matches!(api.list(&ListParams::default()).await.unwrap_err(), kube::Error::Api(s) if s.code == 404)
     );
 }
+
+#[tokio::test]
+async fn bad_requests_get_status_errors_not_panics() {
+    use tower::ServiceExt;
+    let sb = sandbox();
+    let cases: Vec<(&str, &str, &str, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            "not json",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            "[1,2]",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            r#"{"metadata":"x"}"#,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            r#"{"metadata":{"name":"Bad_Name"}}"#,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/vnd.kubernetes.protobuf",
+            "k8s\0\u{ff}",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/x?fieldManager=m",
+            "application/apply-patch+yaml",
+            "[1]",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/x?fieldManager=m",
+            "application/apply-patch+yaml",
+            r#"{"metadata":"s"}"#,
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/x",
+            "text/plain",
+            "{}",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20b",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=abc",
+            "",
+            "",
+        ),
+        ("GET", "/apis/nope.io/v1/things", "", ""),
+        (
+            "PUT",
+            "/api/v1/namespaces/default/configmaps/x/scale",
+            "application/json",
+            "{}",
+        ),
+        (
+            "DELETE",
+            "/api/v1/namespaces/default/configmaps/x",
+            "application/json",
+            r#"{"propagationPolicy":"Sideways"}"#,
+        ),
+    ];
+    for (method, uri, ct, body) in cases {
+        let mut req = http::Request::builder().method(method).uri(uri);
+        if !ct.is_empty() {
+            req = req.header("content-type", ct);
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let resp = sb.clone().oneshot(req).await.unwrap();
+        let code = resp.status().as_u16();
+        assert!((400..500).contains(&code), "{method} {uri} {body}: {code}");
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status["kind"], "Status", "{method} {uri}");
+        assert_eq!(status["code"], code, "{method} {uri}");
+    }
+}
