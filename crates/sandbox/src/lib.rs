@@ -1,15 +1,20 @@
 //! serin-sandbox: an in-memory Kubernetes API server.
 //!
 //! It serves the resources serin works with (core/v1 namespaces, configmaps, secrets,
-//! services, pods, events; events.k8s.io/v1 events; apps/v1 deployments and daemonsets;
-//! autoscaling/v2 and v2beta2 HPAs; coordination.k8s.io/v1 leases; apiextensions.k8s.io/v1
-//! CRDs and whatever resources they define; Istio's networking.istio.io VirtualService,
-//! DestinationRule and Gateway) with the API semantics controllers rely on: resourceVersion
-//! and optimistic concurrency, generation, generateName, status and scale subresources,
-//! label and field selectors, watches with bookmarks and `410 Gone`, finalizers, garbage
+//! services, pods, events, serviceaccounts, endpoints; events.k8s.io/v1 events, the same
+//! objects as core/v1 events, converted; apps/v1 deployments, daemonsets, replicasets,
+//! statefulsets; autoscaling/v2 and v2beta2 HPAs; coordination.k8s.io/v1 leases;
+//! apiextensions.k8s.io/v1 CRDs and whatever resources they define; Istio's
+//! networking.istio.io v1/v1beta1/v1alpha3 VirtualService, DestinationRule and Gateway) with
+//! the API semantics controllers rely on: a global resourceVersion and `409 Conflict` on a
+//! stale one, uid, creationTimestamp, generation (bumped on spec changes only), generateName,
+//! status and scale subresources, label and field selectors, watches from a resourceVersion
+//! with bookmarks, streaming lists and `410 Gone`, finalizers and deletionTimestamp, garbage
 //! collection by owner references, JSON / merge / strategic merge patches and server-side
-//! apply. Deployments and DaemonSets get a simulated status after
-//! [`SandboxOptions::rollout_delay`] on tokio's clock, so paused (virtual) time works.
+//! apply, dry runs, `Status` error bodies, CRD structural schemas (pruning, defaults, type
+//! checks, `fieldValidation`), discovery, OpenAPI v3 stubs and Table responses for kubectl.
+//! Deployments and DaemonSets get a simulated status after [`SandboxOptions::rollout_delay`]
+//! on tokio's clock, so paused (virtual) time works.
 //!
 //! Two ways to use it:
 //!
@@ -17,9 +22,10 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use serin_sandbox::{Sandbox, SandboxOptions};
 //! let sandbox = Sandbox::new(SandboxOptions::default());
-//! // 1. In process: an ordinary kube::Client over the sandbox as a tower service.
+//! // 1. In process: an ordinary kube::Client over the sandbox as a tower service
+//! //    (needs a tokio runtime, like any kube::Client).
 //! let client: kube::Client = sandbox.client();
-//! // 2. Over HTTP on loopback, for kubectl.
+//! // 2. Over HTTP/1.1 on loopback, for kubectl.
 //! let server = sandbox.serve("127.0.0.1:0".parse()?).await?;
 //! sandbox.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig"), server.addr())?;
 //! server.shutdown().await;
@@ -29,8 +35,16 @@
 //! Knobs for tests: [`Sandbox::set_never_ready`], [`Sandbox::faults`] (409/500 rates and
 //! delays per resource and verb) and [`Sandbox::drop_watches`].
 //!
-//! Not emulated: no scheduler, no kubelet, no pods actually run, no networking, no
-//! admission webhooks, no RBAC/authentication, no OpenAPI schema validation of objects.
+//! Modules: `store` (objects, resourceVersion, history, GC), `watch`, `http` (routing and
+//! verbs), `patch`, `schema` (CRD structural schemas), `convert` (served versions),
+//! `discovery` (discovery and OpenAPI), `table`, `workload` (simulated controllers), `faults`,
+//! `proto` (kubectl's protobuf create bodies), `serve` (HTTP server and kubeconfig).
+//!
+//! Not emulated: no scheduler, no kubelet, no pods are created or run, no ReplicaSets behind
+//! Deployments, no HPA controller, no networking (Services route nothing), no admission
+//! webhooks, no authentication or RBAC, no schema validation of built-in kinds, no
+//! foreground cascading deletion (treated as background), no aggregated discovery, no
+//! pagination (lists return everything), no managedFields, no CRD conversion webhooks.
 
 mod convert;
 mod discovery;

@@ -596,3 +596,53 @@ async fn kubectl_create_commands_work_through_protobuf_bodies() {
     assert!(out.contains("successfully rolled out"), "{out}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_client_reads_the_written_kubeconfig_and_works_over_http() {
+    let c = Cluster::start().await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(c.dir.path().join("kubeconfig")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(config.default_namespace, "default");
+    let client = kube::Client::try_from(config).unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let names: Vec<String> = namespaces
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert!(names.contains(&"default".to_string()), "{names:?}");
+    // A watch over HTTP sees a write made in process.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "default");
+    let rv = c.sandbox.resource_version().to_string();
+    let mut stream = futures::StreamExt::boxed(
+        cms.watch(&kube::api::WatchParams::default().timeout(30), &rv)
+            .await
+            .unwrap(),
+    );
+    let local: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(c.sandbox.client(), "default");
+    local
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "over-http"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut stream),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert!(
+        matches!(ev, kube::api::WatchEvent::Added(cm) if cm.metadata.name.as_deref() == Some("over-http"))
+    );
+    c.stop().await;
+}
