@@ -1,0 +1,317 @@
+//! Controller benchmarks (figures, not assertions):
+//!
+//! 1. Reaction time: a Deployment's image changes → the "New revision detected" event,
+//!    on real time against the in-process sandbox, p50/p99/max over many changes.
+//! 2. Footprint: the controller alone in its own process, watching a sandbox (served over
+//!    loopback HTTP by another process) that holds 100 and then 1,000 canaries: resident
+//!    memory once every canary is initialized, and CPU over a steady minute.
+//!
+//! Run: `cargo bench -p serin-simulate --bench controller` (add `-- --quick` for a
+//! short run: 200 canaries at most and a 20 s window).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serin_api::Canary;
+use serin_api::canary::CanaryPhase;
+use serin_operator::controller::{self, Context, ControllerOptions};
+use serin_sandbox::{Sandbox, SandboxOptions};
+use serin_simulate::ScriptedChecks;
+
+fn manifests(name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: bench
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+        - name: app
+          image: ghcr.io/stefanprodan/podinfo:6.0.0
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: {name}
+  namespace: bench
+spec:
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {name}
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 5
+    maxWeight: 50
+    stepWeight: 10
+"
+    )
+}
+
+async fn populate(client: &kube::Client, count: usize) {
+    serin_simulate::apply::install_crds(client)
+        .await
+        .expect("crds");
+    for i in 0..count {
+        let name = format!("app{i:04}");
+        for doc in serin_api::load::parse_documents("bench.yaml", &manifests(&name)).expect("yaml")
+        {
+            serin_simulate::apply::apply_value(client, doc.value)
+                .await
+                .expect("apply");
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn reaction_time(samples: usize) {
+    let sandbox = Sandbox::new(SandboxOptions {
+        rollout_delay: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let client = sandbox.client();
+    populate(&client, 1).await;
+    let checks = Arc::new(ScriptedChecks::new(BTreeMap::new(), BTreeMap::new()));
+    let ctx = Context::new(
+        client.clone(),
+        serin_api::clock::Clock::system(),
+        ControllerOptions::default(),
+        checks,
+    );
+    let mut events = ctx.recorder.subscribe();
+    let ctx = Arc::new(ctx);
+    let controller = tokio::spawn(controller::run(ctx));
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), "bench");
+    let started = Instant::now();
+    while canaries
+        .get("app0000")
+        .await
+        .map(|c| c.status_or_default().phase != CanaryPhase::Initialized)
+        .unwrap_or(true)
+    {
+        assert!(started.elapsed() < Duration::from_secs(120), "initialized");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "bench");
+    let mut latencies = Vec::new();
+    for i in 0..samples {
+        while events.try_recv().is_ok() {}
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": format!("ghcr.io/stefanprodan/podinfo:7.0.{i}")}]}}}});
+        let changed = Instant::now();
+        deployments
+            .patch(
+                "app0000",
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .expect("patch");
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(120), events.recv())
+                .await
+                .expect("an event within 120 s")
+                .expect("event channel");
+            if e.message.starts_with("New revision detected") {
+                latencies.push(changed.elapsed());
+                break;
+            }
+        }
+        // Spread the changes out a little, as real changes are.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    controller.abort();
+    latencies.sort();
+    println!(
+        "reaction time, Deployment change → \"New revision detected\" ({} changes): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+}
+
+/// `/proc/<pid>` figures: resident and peak resident KiB, CPU ticks.
+fn proc_stats(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (field("VmRSS:"), field("VmHWM:"), ticks)
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn footprint(count: usize, window: Duration, dir: &Path) {
+    let kubeconfig = dir.join(format!("kubeconfig-{count}"));
+    let me = std::env::current_exe().expect("current exe");
+    let _sandbox = Kill(
+        Command::new(&me)
+            .args(["--serve-sandbox", &count.to_string()])
+            .arg(&kubeconfig)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sandbox process"),
+    );
+    let started = Instant::now();
+    while !kubeconfig.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "sandbox ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let operator = Kill(
+        Command::new(&me)
+            .arg("--operator")
+            .arg(&kubeconfig)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("operator process"),
+    );
+    let pid = operator.0.id();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let canaries: Api<Canary> = Api::namespaced(client, "bench");
+    let init_started = Instant::now();
+    loop {
+        let list = canaries.list(&Default::default()).await.expect("list");
+        let done = list
+            .items
+            .iter()
+            .filter(|c| c.status_or_default().phase == CanaryPhase::Initialized)
+            .count();
+        if done == count {
+            break;
+        }
+        assert!(
+            init_started.elapsed() < Duration::from_secs(900),
+            "{done}/{count} initialized"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let init = init_started.elapsed();
+    let (_, _, t0) = proc_stats(pid);
+    let w0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let (rss, hwm, t1) = proc_stats(pid);
+    let ticks_per_sec = 100.0;
+    let cpu = (t1 - t0) as f64 / ticks_per_sec / w0.elapsed().as_secs_f64() * 100.0;
+    println!(
+        "{count} canaries: initialized in {:.1} s; resident {:.1} MiB (peak {:.1} MiB); CPU {:.2}% of one core over {} s of steady state (interval 1m)",
+        init.as_secs_f64(),
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        cpu,
+        window.as_secs()
+    );
+}
+
+async fn serve_sandbox(count: usize, kubeconfig: PathBuf) {
+    let sandbox = Sandbox::new(SandboxOptions {
+        rollout_delay: Duration::from_millis(200),
+        ..Default::default()
+    });
+    populate(&sandbox.client(), count).await;
+    let server = sandbox
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    let tmp = kubeconfig.with_extension("tmp");
+    sandbox
+        .write_kubeconfig(&tmp, server.addr())
+        .expect("kubeconfig");
+    std::fs::rename(&tmp, &kubeconfig).expect("kubeconfig");
+    std::future::pending::<()>().await;
+}
+
+async fn run_operator(kubeconfig: PathBuf) {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let checks = Arc::new(ScriptedChecks::new(BTreeMap::new(), BTreeMap::new()));
+    let ctx = Context::new(
+        client,
+        serin_api::clock::Clock::system(),
+        ControllerOptions::default(),
+        checks,
+    );
+    controller::run(Arc::new(ctx)).await;
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if args.get(1).map(String::as_str) == Some("--serve-sandbox") {
+        let count = args[2].parse().expect("count");
+        rt.block_on(serve_sandbox(count, PathBuf::from(&args[3])));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--operator") {
+        rt.block_on(run_operator(PathBuf::from(&args[2])));
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    rt.block_on(async {
+        reaction_time(if quick { 30 } else { 200 }).await;
+        let dir = std::env::temp_dir().join(format!("serin-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let sizes: &[usize] = if quick { &[100, 200] } else { &[100, 1000] };
+        let window = Duration::from_secs(if quick { 20 } else { 60 });
+        for &n in sizes {
+            footprint(n, window, &dir).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
