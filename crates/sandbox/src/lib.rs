@@ -10,7 +10,7 @@
 //! stale one, uid, creationTimestamp, generation (bumped on spec changes only), generateName,
 //! status and scale subresources, label and field selectors, watches from a resourceVersion
 //! with bookmarks, streaming lists and `410 Gone`, finalizers and deletionTimestamp, garbage
-//! collection by owner references, JSON / merge / strategic merge patches and server-side
+//! collection by owner references (background, foreground and orphan), JSON / merge / strategic merge patches and server-side
 //! apply, dry runs, `Status` error bodies, CRD structural schemas (pruning, defaults, type
 //! checks, `fieldValidation`), discovery, OpenAPI v3 stubs and Table responses for kubectl.
 //! Deployments and DaemonSets get a simulated status after [`SandboxOptions::rollout_delay`]
@@ -43,8 +43,8 @@
 //! Not emulated: no scheduler, no kubelet, no pods are created or run, no ReplicaSets behind
 //! Deployments, no HPA controller, no networking (Services route nothing), no admission
 //! webhooks, no authentication or RBAC, no schema validation of built-in kinds, no
-//! foreground cascading deletion (treated as background), no aggregated discovery, no
-//! pagination (lists return everything), no managedFields, no CRD conversion webhooks.
+//! aggregated discovery, no pagination (lists return everything), no managedFields, no CRD
+//! conversion webhooks.
 
 mod convert;
 mod discovery;

@@ -78,6 +78,9 @@ pub enum UpdateMode {
 
 type Objects = BTreeMap<(String, String), Arc<Value>>;
 
+/// The finalizer that holds an owner until its dependents are gone (foreground deletion).
+const FOREGROUND: &str = "foregroundDeletion";
+
 pub struct State {
     pub registry: Registry,
     objects: HashMap<StorageKey, Objects>,
@@ -618,8 +621,13 @@ impl State {
         if dry_run {
             return Ok(Deleted::Removed(old));
         }
-        if has_finalizers(&old) {
-            if meta(&old).is_some_and(|m| m.contains_key("deletionTimestamp")) {
+        let uid = meta_str(&old, "uid").to_string();
+        let deleting = meta(&old).is_some_and(|m| m.contains_key("deletionTimestamp"));
+        let foreground = opts.propagation == Propagation::Foreground
+            && !deleting
+            && !self.dependents(&uid).is_empty();
+        if has_finalizers(&old) || foreground {
+            if deleting {
                 return Ok(Deleted::Pending(old));
             }
             let mut new = (*old).clone();
@@ -628,9 +636,36 @@ impl State {
             m.insert("deletionTimestamp".into(), timestamp(now).into());
             m.insert("deletionGracePeriodSeconds".into(), 0.into());
             m.insert("resourceVersion".into(), rv.to_string().into());
+            if foreground {
+                let f = m.entry("finalizers").or_insert_with(|| json!([]));
+                if let Some(f) = f.as_array_mut() {
+                    f.push(FOREGROUND.into());
+                }
+            }
             let new = Arc::new(new);
             self.put(&rt.storage, ns, name, new.clone());
             self.record(&rt.storage, ns, EventType::Modified, new.clone(), Some(old));
+            if foreground {
+                // Dependents go first; the owner follows once none is left.
+                for (key, dep) in self.dependents(&uid) {
+                    if let Some(t) = self.registry.for_storage(&key) {
+                        let (dns, dn) = (
+                            meta_str(&dep, "namespace").to_string(),
+                            meta_str(&dep, "name").to_string(),
+                        );
+                        let opts = DeleteOptions {
+                            propagation: Propagation::Foreground,
+                            ..Default::default()
+                        };
+                        let _ = self.delete(&t, &dns, &dn, &opts, now, false);
+                    }
+                }
+                self.release_foreground(&uid, now);
+                return Ok(match self.get(&rt.storage, ns, name) {
+                    Some(still) => Deleted::Pending(still),
+                    None => Deleted::Removed(new),
+                });
+            }
             return Ok(Deleted::Pending(new));
         }
         let rv = self.next_rv();
@@ -641,6 +676,44 @@ impl State {
         self.record(&rt.storage, ns, EventType::Deleted, gone.clone(), Some(old));
         self.after_removal(rt, &gone, opts.propagation, now);
         Ok(Deleted::Removed(gone))
+    }
+
+    /// Objects with an owner reference to `uid`.
+    fn dependents(&self, uid: &str) -> Vec<(StorageKey, Arc<Value>)> {
+        self.objects
+            .iter()
+            .flat_map(|(k, objs)| objs.values().map(move |o| (k.clone(), o.clone())))
+            .filter(|(_, o)| owner_uids(o).iter().any(|u| u == uid))
+            .collect()
+    }
+
+    /// Finishes a foreground deletion of `uid` once its last dependent is gone.
+    fn release_foreground(&mut self, uid: &str, now: DateTime<Utc>) {
+        let Some((key, ns, name)) = self.uids.get(uid).cloned() else {
+            return;
+        };
+        let Some(obj) = self.get(&key, &ns, &name) else {
+            return;
+        };
+        let waiting = meta(&obj)
+            .and_then(|m| m.get("finalizers"))
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|x| x.as_str() == Some(FOREGROUND)));
+        if !waiting || !self.dependents(uid).is_empty() {
+            return;
+        }
+        let Some(t) = self.registry.for_storage(&key) else {
+            return;
+        };
+        let mut new = (*obj).clone();
+        if let Some(f) = meta_mut(&mut new)
+            .get_mut("finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            f.retain(|x| x.as_str() != Some(FOREGROUND));
+        }
+        meta_mut(&mut new).remove("resourceVersion");
+        let _ = self.update(&t, &ns, &name, new, UpdateMode::Main, now, false);
     }
 
     /// Garbage collection and the cascades a real API server runs after an object is gone.
@@ -696,14 +769,11 @@ impl State {
             }
             self.registry.unregister_crd(&group, &plural);
         }
+        for owner in owner_uids(gone) {
+            self.release_foreground(&owner, now);
+        }
         let uid = meta_str(gone, "uid").to_string();
-        let dependents: Vec<(StorageKey, Arc<Value>)> = self
-            .objects
-            .iter()
-            .flat_map(|(k, objs)| objs.values().map(move |o| (k.clone(), o.clone())))
-            .filter(|(_, o)| owner_uids(o).contains(&uid))
-            .collect();
-        for (key, dep) in dependents {
+        for (key, dep) in self.dependents(&uid) {
             let Some(t) = self.registry.for_storage(&key) else {
                 continue;
             };

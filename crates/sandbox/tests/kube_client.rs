@@ -960,3 +960,49 @@ async fn bad_requests_get_status_errors_not_panics() {
         assert_eq!(status["code"], code, "{method} {uri}");
     }
 }
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_dependents() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let sb = sandbox();
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    let owner = api
+        .create(&PostParams::default(), &cm("fg-owner", "1"))
+        .await
+        .unwrap();
+    let mut dep = cm("fg-dep", "1");
+    dep.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "fg-owner".into(),
+        uid: owner.metadata.uid.clone().unwrap(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    dep.metadata.finalizers = Some(vec!["serin/hold".into()]);
+    api.create(&PostParams::default(), &dep).await.unwrap();
+    api.delete("fg-owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let held = api.get("fg-owner").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(held.metadata.finalizers.unwrap(), ["foregroundDeletion"]);
+    assert!(
+        api.get("fg-dep")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    // Releasing the dependent's finalizer lets both go.
+    api.patch(
+        "fg-dep",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(api.get_opt("fg-dep").await.unwrap().is_none());
+    assert!(api.get_opt("fg-owner").await.unwrap().is_none());
+}
