@@ -420,6 +420,19 @@ impl Sandbox {
         self.check_sub(t)?;
         let (ns, name) = Self::ns_name(t);
         let body = parse_json(body)?;
+        let no_rv = body
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if t.rt.from_crd && t.sub.as_deref() != Some("scale") && no_rv {
+            // Custom resources do not allow unconditional updates.
+            return Err(ApiError::invalid(
+                &t.rt.group,
+                &t.rt.kind,
+                name,
+                "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+            ));
+        }
         let now = self.inner.options.clock.now();
         let mut state = self.write_state(q, warnings);
         if t.sub.as_deref() == Some("scale") {

@@ -841,6 +841,24 @@ async fn custom_resources_are_pruned_defaulted_and_validated_by_their_schema() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    // Custom resources refuse unconditional updates.
+    let mut blind = api.get("w").await.unwrap();
+    blind.metadata.resource_version = None;
+    match api
+        .replace("w", &PostParams::default(), &blind)
+        .await
+        .unwrap_err()
+    {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422);
+            assert!(
+                s.message.contains("must be specified for an update"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
     // Scale subresource of a custom resource.
     api.patch_scale(
         "w",
