@@ -156,6 +156,7 @@ pub struct Simulation {
     options: Options,
     recorder: EventRecorder,
     controller: Option<JoinHandle<()>>,
+    alerts: Option<serin_notify::Dispatcher>,
     events: Arc<Mutex<Vec<TimedEvent>>>,
     receiver: tokio::sync::broadcast::Receiver<CanaryEvent>,
     start: chrono::DateTime<chrono::Utc>,
@@ -205,6 +206,7 @@ impl Simulation {
             options,
             recorder,
             controller: None,
+            alerts: None,
             events: Arc::new(Mutex::new(Vec::new())),
             receiver,
         };
@@ -226,7 +228,16 @@ impl Simulation {
             self.checks.clone(),
         );
         ctx.recorder = self.recorder.clone();
+        if let Some(d) = &self.alerts {
+            ctx = ctx.with_alerts(d.clone());
+        }
         self.controller = Some(tokio::spawn(controller::run(Arc::new(ctx))));
+    }
+
+    /// Sends alerts through `dispatcher` from now on (the controller is restarted).
+    pub fn set_alerts(&mut self, dispatcher: serin_notify::Dispatcher) {
+        self.alerts = Some(dispatcher);
+        self.start_controller();
     }
 
     /// Stops the controller at once, wherever it is.

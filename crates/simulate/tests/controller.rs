@@ -206,3 +206,81 @@ async fn deletion_with_revert_on_deletion_restores_the_target() {
         lines(&events)
     );
 }
+
+/// A chat service that keeps what it is sent.
+#[derive(Clone, Default)]
+struct Inbox(std::sync::Arc<std::sync::Mutex<Vec<serin_notify::Message>>>);
+
+impl serin_notify::Notifier for Inbox {
+    fn service(&self) -> serin_notify::Service {
+        serin_notify::Service::Slack
+    }
+
+    fn post<'a>(
+        &'a self,
+        message: &'a serin_notify::Message,
+    ) -> serin_notify::BoxFuture<'a, Result<serin_notify::Delivery, serin_notify::NotifyError>>
+    {
+        self.0.lock().unwrap().push(message.clone());
+        Box::pin(async {
+            Ok(serin_notify::Delivery {
+                status: 200,
+                body: "ok".into(),
+            })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn alerts_and_event_webhooks_follow_the_rollout() {
+    let yaml = canary("podinfo", "").replace(
+        "    metrics:",
+        "    webhooks:
+      - name: audit
+        type: event
+        url: http://audit.test/
+    metrics:",
+    );
+    let mut sim = start(&yaml, healthy()).await;
+    let inbox = Inbox::default();
+    sim.set_alerts(serin_notify::Dispatcher::new(
+        vec![Box::new(inbox.clone())],
+        std::sync::Arc::new(serin_notify::InMemoryLookup::new()),
+        serin_notify::AlertMetrics::new(),
+        Duration::from_secs(5),
+    ));
+    let outcome = sim.run(&mut |_| {}).await.expect("rollout");
+    assert_eq!(outcome.phase(), CanaryPhase::Succeeded);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let texts: Vec<String> = inbox
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    for want in [
+        "New Deployment detected, initialization completed.",
+        "New revision detected, progressing canary analysis.",
+        "Canary analysis completed successfully, promotion finished.",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == want),
+            "alert {want:?} in {texts:#?}"
+        );
+    }
+    let audit: Vec<_> = sim
+        .checks
+        .calls()
+        .into_iter()
+        .filter(|c| c.webhook == "audit")
+        .collect();
+    assert!(
+        audit
+            .iter()
+            .any(|c| c.metadata.get("eventMessage").map(String::as_str)
+                == Some("Promotion completed! Scaling down podinfo.test")
+                && c.metadata.get("eventType").map(String::as_str) == Some("Normal")),
+        "event webhooks receive every event: {audit:#?}"
+    );
+}
