@@ -2,13 +2,10 @@
 //! Flagger's, so `kubectl describe canary` reads the same), a JSON log line with `msg`
 //! and `canary` fields, and a copy on an in-process channel for `simulate` and `demo`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serin_api::Canary;
 use serin_api::canary::CanaryPhase;
@@ -40,7 +37,6 @@ pub struct EventRecorder {
     client: Client,
     clock: Clock,
     sender: broadcast::Sender<CanaryEvent>,
-    counter: Arc<AtomicU64>,
     /// Also write Kubernetes Events (off for throwaway benchmarks).
     pub write_events: bool,
 }
@@ -52,7 +48,6 @@ impl EventRecorder {
             client,
             clock,
             sender,
-            counter: Arc::new(AtomicU64::new(0)),
             write_events: true,
         }
     }
@@ -92,14 +87,23 @@ impl EventRecorder {
         }
         let namespace = canary.metadata.namespace.clone().unwrap_or_default();
         let name = canary.metadata.name.clone().unwrap_or_default();
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let t = serin_api::clock::k8s_time(now);
+        // One Event object per distinct message, its count raised on each repeat (as
+        // Kubernetes' own recorder aggregates), so a canary waiting for hours leaves one
+        // object, not hundreds.
+        let key = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(canary.metadata.uid.as_deref().unwrap_or_default());
+            h.update(type_.as_str());
+            h.update(message);
+            hex::encode(&h.finalize()[..8])
+        };
+        let event_name = format!("{name}.{key}");
+        let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &namespace);
         let event = CoreEvent {
             metadata: ObjectMeta {
-                name: Some(format!(
-                    "{name}.{:x}{n:x}",
-                    now.timestamp_nanos_opt().unwrap_or_default()
-                )),
+                name: Some(event_name.clone()),
                 namespace: Some(namespace.clone()),
                 ..Default::default()
             },
@@ -109,7 +113,7 @@ impl EventRecorder {
             type_: Some(type_.as_str().into()),
             count: Some(1),
             first_timestamp: Some(t.clone()),
-            last_timestamp: Some(t),
+            last_timestamp: Some(t.clone()),
             source: Some(EventSource {
                 component: Some(COMPONENT.into()),
                 host: None,
@@ -118,8 +122,25 @@ impl EventRecorder {
             reporting_instance: Some(COMPONENT.into()),
             ..Default::default()
         };
-        let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &namespace);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
+        let result = match api.create(&PostParams::default(), &event).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let patch = match api.get(&event_name).await {
+                    Ok(existing) => serde_json::json!({
+                        "count": existing.count.unwrap_or(1) + 1,
+                        "lastTimestamp": t,
+                    }),
+                    Err(e) => {
+                        tracing::debug!(msg = "cannot read event", canary = %id, error = %e);
+                        return;
+                    }
+                };
+                api.patch(&event_name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ())
+            }
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = result {
             tracing::debug!(msg = "cannot write event", canary = %id, error = %e);
         }
     }

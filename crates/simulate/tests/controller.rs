@@ -284,3 +284,41 @@ async fn alerts_and_event_webhooks_follow_the_rollout() {
         "event webhooks receive every event: {audit:#?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn repeated_events_are_one_kubernetes_event_with_a_count() {
+    let mut sim = start(
+        &canary("podinfo", ""),
+        Options {
+            metrics: BTreeMap::from([("request-success-rate".to_string(), 69.17)]),
+            ..Default::default()
+        },
+    )
+    .await;
+    let outcome = sim.run(&mut |_| {}).await.expect("rollout");
+    assert_eq!(outcome.phase(), CanaryPhase::Failed);
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(sim.client.clone(), "test");
+    let list = events.list(&Default::default()).await.expect("events");
+    let halt = list
+        .items
+        .iter()
+        .find(|e| {
+            e.message.as_deref() == Some("Halt podinfo.test advancement success rate 69.17% < 99%")
+        })
+        .expect("the halt event");
+    assert_eq!(halt.count, Some(2), "threshold 2: two halts, one object");
+    assert_eq!(halt.reason.as_deref(), Some("Synced"));
+    assert_eq!(halt.type_.as_deref(), Some("Normal"));
+    assert_eq!(
+        halt.involved_object.kind.as_deref(),
+        Some("Canary"),
+        "recorded on the Canary"
+    );
+    let failed = list
+        .items
+        .iter()
+        .find(|e| e.message.as_deref() == Some("Canary failed! Scaling down podinfo.test"))
+        .expect("the failure event");
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+}
