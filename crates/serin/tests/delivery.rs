@@ -1985,3 +1985,90 @@ fn operator_rbac_covers_every_call_the_operator_makes() {
     );
     eprintln!("operator calls, all allowed: {seen:?}");
 }
+
+/// `serin simulate` of an app in gitops/apps with the metric values given; its lines.
+fn rehearse(app: &str, metrics: &[&str]) -> Vec<String> {
+    let root = repo_root();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let built = dir.path().join(format!("{app}.yaml"));
+    let objects: Vec<String> = kustomize(&root.join("gitops/apps").join(app))
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    std::fs::write(&built, objects.join("\n---\n")).expect("write app");
+    let templates = root.join("gitops/istio/gateway/serin-metrics.yaml");
+    let mut args = vec![
+        "simulate",
+        "-f",
+        built.to_str().expect("utf-8"),
+        "-f",
+        templates.to_str().expect("utf-8"),
+    ];
+    for m in metrics {
+        args.extend(["--metric", m]);
+    }
+    let out = run_bounded(env!("CARGO_BIN_EXE_serin"), &args, COMMAND_TIMEOUT);
+    assert!(
+        out.status.code().is_some(),
+        "serin simulate was killed: {}",
+        out.stderr
+    );
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+/// Whether `wanted` appear in `lines` in this order (as line endings).
+fn in_order(lines: &[String], wanted: &[String]) -> bool {
+    let mut it = lines.iter();
+    wanted.iter().all(|w| it.any(|l| l.ends_with(w.as_str())))
+}
+
+#[test]
+fn walkthrough_steps_rehearse_as_the_readme_says() {
+    // 3. Canary release of the backend: 5% steps up to 50%, then promotion.
+    let lines = rehearse("backend", &["error-rate=0.5", "latency=120"]);
+    let mut wanted = vec![
+        "New revision detected! Scaling up backend.prod".to_string(),
+        "Starting canary analysis for backend.prod".into(),
+        "Pre-rollout check conformance-test passed".into(),
+    ];
+    wanted.extend((1..=10).map(|i| format!("Advance backend.prod canary weight {}", i * 5)));
+    wanted.push("Copying backend.prod template spec to backend-primary.prod".into());
+    wanted.push("Promotion completed! Scaling down backend.prod".into());
+    assert!(in_order(&lines, &wanted), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("canary weight 55")));
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("result: Succeeded")),
+        "{lines:#?}"
+    );
+
+    // 4. A/B test of the frontend: ten iterations, then promotion.
+    let lines = rehearse("frontend", &["error-rate=0", "latency=100"]);
+    let mut wanted: Vec<String> = (1..=10)
+        .map(|i| format!("Advance frontend.prod canary iteration {i}/10"))
+        .collect();
+    wanted.push("Promotion completed! Scaling down frontend.prod".into());
+    assert!(in_order(&lines, &wanted), "{lines:#?}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("result: Succeeded")),
+        "{lines:#?}"
+    );
+
+    // 5. Rollback: errors and latency past the thresholds, ten times.
+    let lines = rehearse("frontend", &["error-rate=31", "latency=2000"]);
+    let wanted = [
+        "Halt frontend.prod advancement error-rate 31.00 > 1".to_string(),
+        "Rolling back frontend.prod failed checks threshold reached 10".into(),
+        "Canary failed! Scaling down frontend.prod".into(),
+    ];
+    assert!(in_order(&lines, &wanted), "{lines:#?}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("result: Failed")),
+        "{lines:#?}"
+    );
+}
