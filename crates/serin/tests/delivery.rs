@@ -2072,3 +2072,38 @@ fn walkthrough_steps_rehearse_as_the_readme_says() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn render_creates_the_objects_the_readme_lists() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for app in ["backend", "frontend"] {
+        let objects: Vec<String> = kustomize(&repo_root().join("gitops/apps").join(app))
+            .iter()
+            .map(Value::to_string)
+            .collect();
+        let built = dir.path().join(format!("{app}.yaml"));
+        std::fs::write(&built, objects.join("\n---\n")).expect("write app");
+        let out = run_bounded(
+            env!("CARGO_BIN_EXE_serin"),
+            &["render", "-f", built.to_str().expect("utf-8")],
+            COMMAND_TIMEOUT,
+        );
+        assert!(out.status.success(), "serin render: {}", out.stderr);
+        let rendered: BTreeSet<String> = yaml_documents(&out.stdout, "serin render")
+            .iter()
+            .map(|o| format!("{}/{}", kind_of(o).1, name_of(o)))
+            .collect();
+        let expected: BTreeSet<String> = [
+            format!("Deployment/{app}-primary"),
+            format!("HorizontalPodAutoscaler/{app}-primary"),
+            format!("Service/{app}"),
+            format!("Service/{app}-canary"),
+            format!("Service/{app}-primary"),
+            format!("DestinationRule/{app}-canary"),
+            format!("DestinationRule/{app}-primary"),
+            format!("VirtualService/{app}"),
+        ]
+        .into();
+        assert_eq!(rendered, expected, "gitops/README.md lists these for {app}");
+    }
+}
