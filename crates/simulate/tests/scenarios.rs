@@ -559,3 +559,96 @@ async fn weights_always_sum_to_100_and_never_reach_a_scaled_down_workload() {
     let violations = recorder.violations(&sim.canaries);
     assert!(violations.is_empty(), "{violations:#?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_config_map_is_a_new_revision() {
+    let yaml = format!(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: podinfo-config
+  namespace: test
+data:
+  color: blue
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: podinfo
+  template:
+    metadata:
+      labels:
+        app: podinfo
+    spec:
+      containers:
+        - name: podinfod
+          image: ghcr.io/stefanprodan/podinfo:6.0.0
+          envFrom:
+            - configMapRef:
+                name: podinfo-config
+---
+{}",
+        canary_yaml(
+            "",
+            &format!("    maxWeight: 20\n    stepWeight: 10\n{METRICS}")
+        )
+    );
+    let mut sim = start(
+        &yaml,
+        Options {
+            metrics: healthy(),
+            ..Default::default()
+        },
+    )
+    .await;
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    let c = sim.canary(&sim.canaries[0].clone()).await.expect("canary");
+    assert!(
+        c.status_or_default()
+            .tracked_configs
+            .unwrap_or_default()
+            .contains_key("configmap/podinfo-config"),
+        "the config map is tracked"
+    );
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(sim.client.clone(), "test");
+    let changed_at = sim.elapsed();
+    api.patch(
+        "podinfo-config",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"data": {"color": "green"}})),
+    )
+    .await
+    .expect("config changed");
+    sim.wait_until("Succeeded", &mut |_| {}, |c| {
+        c.status_or_default().phase == CanaryPhase::Succeeded
+    })
+    .await
+    .expect("a rollout ends");
+    let events = sim.events();
+    let detected = events
+        .iter()
+        .find(|e| e.message == "New revision detected! Scaling up podinfo.test")
+        .unwrap_or_else(|| panic!("no new revision\n{}", lines(&events)));
+    assert!(
+        detected.elapsed - changed_at < std::time::Duration::from_secs(1),
+        "seen at once\n{}",
+        lines(&events)
+    );
+    assert_in_order(
+        &events,
+        &[
+            "New revision detected! Scaling up podinfo.test",
+            "Advance podinfo.test canary weight 20",
+            "Promotion completed! Scaling down podinfo.test",
+        ],
+    );
+}

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serin_api::Canary;
@@ -157,13 +158,21 @@ where
 }
 
 fn touched<K>(
-    api: Api<K>,
+    api: Api<PartialObjectMeta<K>>,
     make: impl Fn(String, String) -> Change + Send + 'static,
 ) -> impl Stream<Item = Change> + Send
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
+    PartialObjectMeta<K>: kube::Resource<DynamicType = K::DynamicType>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
 {
+    // Names are all that is needed: a metadata-only watch moves less data and never
+    // reads a Secret's contents.
     watcher(api, watcher::Config::default())
         .default_backoff()
         .filter_map(move |e| {
@@ -194,34 +203,38 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
     });
-    let deployments = touched(api_all::<Deployment>(&ctx.client, ns), |namespace, name| {
-        Change::Workload {
+    let deployments = touched(
+        api_all::<PartialObjectMeta<Deployment>>(&ctx.client, ns),
+        |namespace, name| Change::Workload {
             kind: "Deployment",
             namespace,
             name,
-        }
-    });
-    let daemonsets = touched(api_all::<DaemonSet>(&ctx.client, ns), |namespace, name| {
-        Change::Workload {
+        },
+    );
+    let daemonsets = touched(
+        api_all::<PartialObjectMeta<DaemonSet>>(&ctx.client, ns),
+        |namespace, name| Change::Workload {
             kind: "DaemonSet",
             namespace,
             name,
-        }
-    });
-    let configmaps = touched(api_all::<ConfigMap>(&ctx.client, ns), |namespace, name| {
-        Change::Config {
+        },
+    );
+    let configmaps = touched(
+        api_all::<PartialObjectMeta<ConfigMap>>(&ctx.client, ns),
+        |namespace, name| Change::Config {
             kind: "configmap",
             namespace,
             name,
-        }
-    });
-    let secrets = touched(api_all::<Secret>(&ctx.client, ns), |namespace, name| {
-        Change::Config {
+        },
+    );
+    let secrets = touched(
+        api_all::<PartialObjectMeta<Secret>>(&ctx.client, ns),
+        |namespace, name| Change::Config {
             kind: "secret",
             namespace,
             name,
-        }
-    });
+        },
+    );
     let mut changes = futures::stream::select_all(vec![
         canaries.boxed(),
         deployments.boxed(),
