@@ -125,5 +125,61 @@ async fn main() {
         received as f64 / elapsed,
         watchers * total - received,
     );
+
+    // The same with raw watchers (counting event lines, no JSON decoding on the client
+    // side): what the sandbox itself delivers.
+    let rv = sandbox.resource_version();
+    let mut raw = Vec::new();
+    for _ in 0..watchers {
+        let req = http::Request::get(format!(
+            "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=290"
+        ))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+        let resp = tower::ServiceExt::oneshot(sandbox.clone(), req)
+            .await
+            .expect("watch");
+        raw.push(resp.into_body());
+    }
+    let start = Instant::now();
+    let counters: Vec<_> = raw
+        .into_iter()
+        .map(|mut body| {
+            tokio::spawn(async move {
+                let mut n = 0usize;
+                while n < total {
+                    match tokio::time::timeout(
+                        Duration::from_secs(60),
+                        http_body_util::BodyExt::frame(&mut body),
+                    )
+                    .await
+                    {
+                        Ok(Some(Ok(frame))) => {
+                            if let Some(d) = frame.data_ref() {
+                                n += d.iter().filter(|b| **b == b'\n').count();
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                (n, Instant::now())
+            })
+        })
+        .collect();
+    let w = writes(sandbox.client(), "raw", total).await;
+    let mut received = 0;
+    let mut last = start;
+    for c in counters {
+        let (n, at) = c.await.expect("watcher task");
+        received += n;
+        last = last.max(at);
+    }
+    let elapsed = last.duration_since(start).as_secs_f64();
+    println!(
+        "{watchers} raw watchers, {total} writes at {w:.0} writes/s: {received} of {} events delivered in {elapsed:.2}s = {:.0} events/s, lost: {}",
+        watchers * total,
+        received as f64 / elapsed,
+        watchers * total - received,
+    );
     server.shutdown().await;
 }
