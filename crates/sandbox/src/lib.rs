@@ -4,6 +4,7 @@
 //! services, pods, events, serviceaccounts, endpoints; events.k8s.io/v1 events, the same
 //! objects as core/v1 events, converted; apps/v1 deployments, daemonsets, replicasets,
 //! statefulsets; autoscaling/v2 and v2beta2 HPAs; coordination.k8s.io/v1 leases;
+//! rbac.authorization.k8s.io/v1 roles and bindings (stored, not enforced); policy/v1 PDBs;
 //! apiextensions.k8s.io/v1 CRDs and whatever resources they define; Istio's
 //! networking.istio.io v1/v1beta1/v1alpha3 VirtualService, DestinationRule and Gateway) with
 //! the API semantics controllers rely on: a global resourceVersion and `409 Conflict` on a

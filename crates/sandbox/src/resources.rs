@@ -248,6 +248,38 @@ impl Registry {
                 status: true,
             }));
         }
+        for (plural, singular, kind, namespaced) in [
+            ("roles", "role", "Role", ns),
+            ("rolebindings", "rolebinding", "RoleBinding", ns),
+            ("clusterroles", "clusterrole", "ClusterRole", cluster),
+            (
+                "clusterrolebindings",
+                "clusterrolebinding",
+                "ClusterRoleBinding",
+                cluster,
+            ),
+        ] {
+            types.push(builtin(B {
+                group: "rbac.authorization.k8s.io",
+                version: "v1",
+                plural,
+                singular,
+                kind,
+                namespaced,
+                short: &[],
+                status: false,
+            }));
+        }
+        types.push(builtin(B {
+            group: "policy",
+            version: "v1",
+            plural: "poddisruptionbudgets",
+            singular: "poddisruptionbudget",
+            kind: "PodDisruptionBudget",
+            namespaced: ns,
+            short: &["pdb"],
+            status: true,
+        }));
         types.push(builtin(B {
             group: "coordination.k8s.io",
             version: "v1",

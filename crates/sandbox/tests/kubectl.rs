@@ -594,6 +594,25 @@ async fn kubectl_create_commands_work_through_protobuf_bodies() {
         ])
         .await;
     assert!(out.contains("successfully rolled out"), "{out}");
+
+    // serin's own install manifests (CRDs, namespace, RBAC, service accounts, deployments).
+    let out = c
+        .ok(&[
+            "apply",
+            "-k",
+            repo("deploy/kustomize/kubernetes").to_str().unwrap(),
+        ])
+        .await;
+    assert!(
+        out.contains("clusterrole.rbac.authorization.k8s.io/"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rolebinding.rbac.authorization.k8s.io/"),
+        "{out}"
+    );
+    assert!(out.contains("serviceaccount/"), "{out}");
+    assert!(out.contains("deployment.apps/"), "{out}");
     c.stop().await;
 }
 
