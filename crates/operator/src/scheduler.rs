@@ -14,10 +14,21 @@ use tokio::time::Instant;
 use crate::controller::{Context, Next, run_once};
 
 /// Runs one canary until it is deleted.
-pub async fn canary_loop(ctx: Arc<Context>, namespace: String, name: String, nudge: Arc<Notify>) {
+pub async fn canary_loop(
+    ctx: Arc<Context>,
+    namespace: String,
+    name: String,
+    nudge: Arc<Notify>,
+    initial_delay: std::time::Duration,
+) {
+    if !initial_delay.is_zero() {
+        tokio::time::sleep(initial_delay).await;
+    }
     let mut last_generation: Option<i64> = None;
     loop {
-        let (next, generation) = run_once(&ctx, &namespace, &name).await;
+        // Boxed: a run's future is large and lives only while it runs, so a thousand
+        // idle canaries hold a few hundred bytes each, not the run's whole state.
+        let (next, generation) = Box::pin(run_once(&ctx, &namespace, &name)).await;
         if generation.is_some() {
             last_generation = generation;
         }
@@ -30,7 +41,7 @@ pub async fn canary_loop(ctx: Arc<Context>, namespace: String, name: String, nud
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = nudge.notified() => {
-                    if worth_running_now(&ctx, &namespace, &name, last_generation).await {
+                    if Box::pin(worth_running_now(&ctx, &namespace, &name, last_generation)).await {
                         break;
                     }
                 }

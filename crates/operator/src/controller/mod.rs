@@ -245,11 +245,13 @@ pub async fn run(ctx: Arc<Context>) {
 
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
+    // Canaries found by the current (re)list, to spread their first runs.
+    let mut starting = 0usize;
     loop {
         tokio::select! {
             change = changes.next() => {
                 let Some(change) = change else { break };
-                handle_change(&ctx, &mut tasks, &mut tracked, change);
+                handle_change(&ctx, &mut tasks, &mut tracked, &mut starting, change);
             }
             Some(done) = tasks.join_next_with_id() => {
                 let id = match &done { Ok((id, _)) => *id, Err(e) => e.id() };
@@ -266,10 +268,11 @@ fn handle_change(
     ctx: &Arc<Context>,
     tasks: &mut JoinSet<()>,
     tracked: &mut HashMap<String, Tracked>,
+    starting: &mut usize,
     change: Change,
 ) {
     match change {
-        Change::Canary(event) => handle_canary(ctx, tasks, tracked, *event),
+        Change::Canary(event) => handle_canary(ctx, tasks, tracked, starting, *event),
         Change::Workload {
             kind,
             namespace,
@@ -308,9 +311,12 @@ fn handle_canary(
     ctx: &Arc<Context>,
     tasks: &mut JoinSet<()>,
     tracked: &mut HashMap<String, Tracked>,
+    starting: &mut usize,
     event: watcher::Event<Canary>,
 ) {
+    let initial = matches!(event, watcher::Event::InitApply(_));
     match event {
+        watcher::Event::Init => *starting = 0,
         watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
             let key = key_of(&c);
             if c.status.as_ref().is_some_and(|s| s.phase.is_running()) {
@@ -336,11 +342,21 @@ fn handle_canary(
                     let nudge = Arc::new(Notify::new());
                     let namespace = c.namespace().unwrap_or_default();
                     let name = c.name_any();
+                    // At startup, spread the first runs of many canaries (16 every
+                    // 100ms) instead of running them all at the same instant: a lower
+                    // peak of memory, and their schedules stay spread afterwards.
+                    let delay = if initial {
+                        *starting += 1;
+                        Duration::from_millis(100 * ((*starting as u64 - 1) / 16))
+                    } else {
+                        Duration::ZERO
+                    };
                     let abort = tasks.spawn(crate::scheduler::canary_loop(
                         ctx.clone(),
                         namespace,
                         name,
                         nudge.clone(),
+                        delay,
                     ));
                     tracked.insert(
                         key,
