@@ -240,6 +240,7 @@ async fn footprint(count: usize, window: Duration, dir: &Path) {
     let (rss, hwm, t1) = proc_stats(pid);
     let ticks_per_sec = 100.0;
     let cpu = (t1 - t0) as f64 / ticks_per_sec / w0.elapsed().as_secs_f64() * 100.0;
+    let latency = http_reaction_time(&kubeconfig, 20).await;
     println!(
         "{count} canaries: initialized in {:.1} s; resident {:.1} MiB (peak {:.1} MiB); CPU {:.2}% of one core over {} s of steady state (interval 1m)",
         init.as_secs_f64(),
@@ -248,6 +249,68 @@ async fn footprint(count: usize, window: Duration, dir: &Path) {
         cpu,
         window.as_secs()
     );
+    println!(
+        "{count} canaries, operator process over loopback HTTP: Deployment change → \"New revision detected\" Event: p50 {:.1} ms, p99 {:.1} ms ({} changes)",
+        percentile(&latency, 0.5).as_secs_f64() * 1e3,
+        percentile(&latency, 0.99).as_secs_f64() * 1e3,
+        latency.len()
+    );
+}
+
+/// Time from a Deployment change to the Event the operator process records, seen
+/// through a watch on Events.
+async fn http_reaction_time(kubeconfig: &Path, samples: usize) -> Vec<Duration> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "bench");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watch = tokio::spawn(async move {
+        let mut s = watcher(events, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(e)) = s.next().await {
+            if e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("New revision detected"))
+                && e.involved_object.name.as_deref() == Some("app0000")
+            {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while rx.try_recv().is_ok() {}
+    let deployments: Api<Deployment> = Api::namespaced(client, "bench");
+    let mut out = Vec::new();
+    for i in 0..samples {
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": format!("ghcr.io/stefanprodan/podinfo:8.0.{i}")}]}}}});
+        let changed = Instant::now();
+        deployments
+            .patch(
+                "app0000",
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .expect("patch");
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(at)) => out.push(at.saturating_duration_since(changed)),
+            _ => panic!("no New revision event within 30 s"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while rx.try_recv().is_ok() {}
+    }
+    watch.abort();
+    out.sort();
+    out
 }
 
 async fn serve_sandbox(count: usize, kubeconfig: PathBuf) {
