@@ -652,3 +652,45 @@ spec:
         ],
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn session_affinity_keeps_a_cookie_for_the_analysis() {
+    let docs =
+        serin_api::load::read_files(&[fixture("istio-guide/podinfo-canary-session-affinity.yaml")])
+            .expect("fixture loads");
+    let mut sim = Simulation::start(
+        docs,
+        Options {
+            metrics: healthy(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("starts");
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    sim.new_revision().await.expect("new revision");
+    sim.wait_until("weight 20", &mut |_| {}, |c| {
+        c.status_or_default().canary_weight == 20
+    })
+    .await
+    .expect("advancing");
+    let during = sim.canary(&sim.canaries[0].clone()).await.expect("canary");
+    let cookie = during
+        .status_or_default()
+        .session_affinity_cookie
+        .expect("a cookie during the analysis");
+    assert!(cookie.starts_with("flagger-cookie="), "{cookie}");
+    sim.wait_until("Succeeded", &mut |_| {}, |c| {
+        c.status_or_default().phase == CanaryPhase::Succeeded
+    })
+    .await
+    .expect("promoted");
+    let after = sim.canary(&sim.canaries[0].clone()).await.expect("canary");
+    assert_eq!(
+        after.status_or_default().previous_session_affinity_cookie,
+        Some(cookie),
+        "the cookie is retired after the promotion"
+    );
+}
