@@ -26,6 +26,7 @@ pub struct WebhookCall {
 pub struct ScriptedChecks {
     metrics: Mutex<BTreeMap<String, f64>>,
     webhooks: Mutex<BTreeMap<String, bool>>,
+    delays: Mutex<BTreeMap<String, std::time::Duration>>,
     calls: Mutex<Vec<WebhookCall>>,
 }
 
@@ -34,6 +35,7 @@ impl ScriptedChecks {
         Self {
             metrics: Mutex::new(metrics),
             webhooks: Mutex::new(webhooks),
+            delays: Mutex::new(BTreeMap::new()),
             calls: Mutex::new(Vec::new()),
         }
     }
@@ -52,6 +54,14 @@ impl ScriptedChecks {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), pass);
+    }
+
+    /// Webhook `name` takes this long to answer from now on (a slow service).
+    pub fn set_webhook_delay(&self, name: &str, delay: std::time::Duration) {
+        self.delays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), delay);
     }
 
     /// Every webhook call so far.
@@ -80,6 +90,15 @@ impl Checks for ScriptedChecks {
                 phase,
                 metadata,
             });
+        let delay = self
+            .delays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&webhook.name)
+            .copied();
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         let pass = self
             .webhooks
             .lock()

@@ -322,3 +322,51 @@ async fn repeated_events_are_one_kubernetes_event_with_a_count() {
         .expect("the failure event");
     assert_eq!(failed.type_.as_deref(), Some("Warning"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_canary_does_not_delay_another() {
+    let slow = canary("slow", "").replace(
+        "    metrics:",
+        "    webhooks:
+      - name: slow-load-test
+        url: http://flagger-loadtester.test/
+        timeout: 60s
+    metrics:",
+    );
+    let yaml = [slow, canary("fast", "")].join("---\n");
+    let mut sim = start(&yaml, healthy()).await;
+    sim.checks
+        .set_webhook_delay("slow-load-test", Duration::from_secs(50));
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    sim.new_revision().await.expect("new revisions");
+    sim.wait_until("both Succeeded", &mut |_| {}, |c| {
+        c.status_or_default().phase == CanaryPhase::Succeeded
+    })
+    .await
+    .expect("both promoted");
+    let events = sim.events();
+    let at = |m: &str| {
+        events
+            .iter()
+            .find(|e| e.message == m)
+            .map(|e| e.elapsed)
+            .unwrap_or_else(|| panic!("no {m:?}\n{}", lines(&events)))
+    };
+    let start = at("Advance fast.test canary weight 10");
+    let end = at("Promotion completed! Scaling down fast.test");
+    let slow10 = at("Advance slow.test canary weight 10");
+    let slow20 = at("Advance slow.test canary weight 20");
+    assert!(
+        (slow20 - slow10).as_secs() >= 100,
+        "slow really is slow\n{}",
+        lines(&events)
+    );
+    assert_eq!(
+        (end - start).as_secs(),
+        4 * 60,
+        "fast keeps its one-minute steps while slow waits on its webhook\n{}",
+        lines(&events)
+    );
+}
