@@ -148,3 +148,46 @@ impl LeaderElection {
         (handle, rx)
     }
 }
+
+/// Leadership was lost: another replica may act now, so this one must stop.
+#[derive(Debug, thiserror::Error)]
+#[error("lost leadership of lease {0}")]
+pub struct LostLeadership(pub String);
+
+impl LeaderElection {
+    /// Waits for leadership, then runs `work` while keeping the lease. Returns when
+    /// `work` ends, or with [`LostLeadership`] (having dropped `work`) when the lease
+    /// is lost.
+    pub async fn run_as_leader<F>(self, work: F) -> Result<(), LostLeadership>
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        self.acquire().await;
+        tracing::info!(msg = format!("became the leader as {}", self.identity));
+        let name = self.name.clone();
+        let (renewal, mut lost) = self.keep();
+        // Stop renewing whenever this future ends or is dropped, so a stopped replica
+        // never holds the lease without acting.
+        let _renewal = AbortOnDrop(renewal);
+        let result = tokio::select! {
+            _ = work => Ok(()),
+            _ = async {
+                while lost.changed().await.is_ok() {
+                    if !*lost.borrow() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await
+            } => Err(LostLeadership(name)),
+        };
+        result
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -214,9 +214,8 @@ impl Simulation {
         Ok(sim)
     }
 
-    /// Starts a controller (a fresh process, as after a crash) on the same sandbox.
-    pub fn start_controller(&mut self) {
-        self.stop_controller();
+    /// A controller context as a fresh process would build it.
+    fn context(&self) -> controller::Context {
         let mut ctx = controller::Context::new(
             self.client.clone(),
             self.clock,
@@ -231,7 +230,31 @@ impl Simulation {
         if let Some(d) = &self.alerts {
             ctx = ctx.with_alerts(d.clone());
         }
+        ctx
+    }
+
+    /// Starts a controller (a fresh process, as after a crash) on the same sandbox.
+    pub fn start_controller(&mut self) {
+        self.stop_controller();
+        let ctx = self.context();
         self.controller = Some(tokio::spawn(controller::run(Arc::new(ctx))));
+    }
+
+    /// Starts a replica that runs the controller only while it holds the leader
+    /// Lease `default/serin-leader` (as `serin operator --leader-elect`). Stop the
+    /// simulation's own controller first ([`Simulation::stop_controller`]).
+    pub fn spawn_replica(&self, identity: &str) -> JoinHandle<()> {
+        let ctx = self.context();
+        let election = serin_operator::leader::LeaderElection::new(
+            self.client.clone(),
+            "default",
+            "serin-leader",
+            identity,
+            self.clock,
+        );
+        tokio::spawn(async move {
+            let _ = election.run_as_leader(controller::run(Arc::new(ctx))).await;
+        })
     }
 
     /// Sends alerts through `dispatcher` from now on (the controller is restarted).

@@ -154,3 +154,60 @@ async fn stopped_in_the_middle_of_runs_the_outcome_is_the_same() {
         assert!(violations.is_empty(), "{violations:#?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_replicas_with_leader_election_act_as_one() {
+    let mut sim = start(99.9).await;
+    sim.stop_controller();
+    let a = sim.spawn_replica("replica-a");
+    let b = sim.spawn_replica("replica-b");
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    sim.new_revision().await.expect("new revision");
+    sim.wait_until("weight 20", &mut |_| {}, |c| {
+        c.status_or_default().canary_weight == 20
+    })
+    .await
+    .expect("advancing");
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(sim.client.clone(), "default");
+    let holder = leases
+        .get("serin-leader")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a holder");
+    // The leader crashes; the other replica takes over and finishes.
+    if holder == "replica-a" {
+        a.abort()
+    } else {
+        b.abort()
+    }
+    sim.wait_until("Succeeded", &mut |_| {}, |c| {
+        c.status_or_default().phase == CanaryPhase::Succeeded
+    })
+    .await
+    .expect("promoted by the other replica");
+    let new_holder = leases
+        .get("serin-leader")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a holder");
+    assert_ne!(new_holder, holder, "leadership moved");
+    let events = sim.events();
+    for w in [10, 20, 30, 40, 50] {
+        let advance = format!("Advance podinfo.test canary weight {w}");
+        assert_eq!(
+            events.iter().filter(|e| e.message == advance).count(),
+            1,
+            "one replica acts at a time: {advance}\n{}",
+            lines(&events)
+        );
+    }
+    a.abort();
+    b.abort();
+}

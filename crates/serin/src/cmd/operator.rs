@@ -114,49 +114,42 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .with_telemetry(telemetry.clone());
     telemetry.set_ready(true);
 
-    let mut lost = None;
-    if args.leader_elect {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or_else(|| args.namespace.clone())
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        let identity = format!(
-            "{}_{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "serin".into()),
-            std::process::id()
-        );
-        let election =
-            LeaderElection::new(client.clone(), &namespace, "serin-leader", &identity, clock);
-        tracing::info!(
-            msg = format!("waiting for leadership on lease {namespace}/serin-leader as {identity}")
-        );
-        election.acquire().await;
-        tracing::info!(msg = format!("became the leader as {identity}"));
-        let (_renewal, rx) = election.keep();
-        lost = Some(rx);
-    }
     tracing::info!(
         msg = "starting the canary controller",
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
         mesh_provider = %args.mesh_provider
     );
-    let leadership_lost = async {
-        match lost {
-            Some(mut rx) => {
-                while rx.changed().await.is_ok() {
-                    if !*rx.borrow() {
-                        return;
-                    }
-                }
-                std::future::pending::<()>().await
+    let ctx = Arc::new(ctx);
+    let work = async {
+        if args.leader_elect {
+            let namespace = args
+                .leader_election_namespace
+                .clone()
+                .or_else(|| args.namespace.clone())
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let identity = format!(
+                "{}_{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "serin".into()),
+                std::process::id()
+            );
+            tracing::info!(
+                msg = format!(
+                    "waiting for leadership on lease {namespace}/serin-leader as {identity}"
+                )
+            );
+            let election =
+                LeaderElection::new(client.clone(), &namespace, "serin-leader", &identity, clock);
+            match election.run_as_leader(controller::run(ctx)).await {
+                Ok(()) => Err(anyhow::anyhow!("the canary watch ended")),
+                Err(lost) => Err(anyhow::anyhow!("{lost}; exiting so another replica acts")),
             }
-            None => std::future::pending::<()>().await,
+        } else {
+            controller::run(ctx).await;
+            Err(anyhow::anyhow!("the canary watch ended"))
         }
     };
     let result = tokio::select! {
-        _ = controller::run(Arc::new(ctx)) => Err(anyhow::anyhow!("the canary watch ended")),
-        _ = leadership_lost => Err(anyhow::anyhow!("lost leadership; exiting so another replica acts")),
+        r = work => r,
         _ = shutdown_signal() => {
             tracing::info!(msg = "shutting down");
             Ok(ExitCode::SUCCESS)
