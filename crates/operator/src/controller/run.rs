@@ -216,7 +216,7 @@ async fn queued(ctx: &Context, canary: &Canary, decision: &Decision) -> bool {
                 canary,
                 EventType::Normal,
                 &format!(
-                    "Canary {} is queued: {max} analyses are running (--max-concurrent-canaries {max})",
+                    "Canary {} is queued, waiting for a free analysis slot (--max-concurrent-canaries {max})",
                     canary.id()
                 ),
                 status.phase,
