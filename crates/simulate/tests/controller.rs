@@ -109,9 +109,9 @@ async fn analyses_beyond_the_limit_wait_queued() {
         lines(&events)
     );
     assert!(
-        queued[0].message.ends_with(
-            "is queued: 1 concurrent analyses are already running (--max-concurrent-canaries 1)"
-        ),
+        queued[0]
+            .message
+            .ends_with("is queued, waiting for a free analysis slot (--max-concurrent-canaries 1)"),
         "{}",
         queued[0].message
     );
