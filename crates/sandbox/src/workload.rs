@@ -207,7 +207,14 @@ fn step(
                 return None;
             }
             let old_ready = old_int(ready_key).min(desired);
-            (if same_template { desired } else { 0 }, old_ready)
+            // As the Deployment controller does: the new pods exist (updated) at once
+            // and become available only when the rollout completes, so a rollout in
+            // progress reads "0 of 1 updated replicas are available".
+            if same_template {
+                (desired, old_ready)
+            } else {
+                (desired, 0)
+            }
         }
     };
     let status = if resource == "daemonsets" {
