@@ -13,9 +13,9 @@ use serin_api::{Canary, MetricTemplate};
 use serin_engine::{MetricOutcome, Observe, Readiness, Routes, TargetRevision};
 use serin_metrics::check::{CheckOutcome, ProviderContext, run_check, template_key};
 
-use crate::router::{self, Router};
+use crate::router::Router;
 use crate::webhook::WebhookCaller;
-use crate::workload::{self, WorkloadController};
+use crate::workload::WorkloadController;
 
 /// Webhook calls and metric checks, the parts of a run that leave the cluster.
 #[async_trait]
@@ -144,37 +144,6 @@ impl<'a> ClusterObserver<'a> {
     }
 }
 
-pub fn readiness(r: workload::Readiness) -> Readiness {
-    match r {
-        workload::Readiness::Ready => Readiness::Ready,
-        workload::Readiness::Waiting(m) => Readiness::Waiting(m),
-        workload::Readiness::DeadlineExceeded(m) => Readiness::DeadlineExceeded(m),
-    }
-}
-
-pub fn revision(r: workload::TargetRevision) -> TargetRevision {
-    TargetRevision {
-        spec_hash: r.spec_hash,
-        tracked_configs: r.tracked_configs,
-    }
-}
-
-pub fn engine_routes(r: router::Routes) -> Routes {
-    Routes {
-        primary: r.primary,
-        canary: r.canary,
-        mirrored: r.mirrored,
-    }
-}
-
-pub fn router_routes(r: Routes) -> router::Routes {
-    router::Routes {
-        primary: r.primary,
-        canary: r.canary,
-        mirrored: r.mirrored,
-    }
-}
-
 #[async_trait]
 impl Observe for ClusterObserver<'_> {
     async fn target_revision(&mut self) -> Result<TargetRevision, String> {
@@ -183,7 +152,6 @@ impl Observe for ClusterObserver<'_> {
                 .workload
                 .target_revision(self.canary)
                 .await
-                .map(revision)
                 .map_err(|e| e.to_string());
             self.revision = Some(r);
         }
@@ -198,7 +166,6 @@ impl Observe for ClusterObserver<'_> {
                 .workload
                 .canary_readiness(self.canary)
                 .await
-                .map(readiness)
                 .map_err(|e| e.to_string());
             self.canary_ready = Some(r);
         }
@@ -213,7 +180,6 @@ impl Observe for ClusterObserver<'_> {
                 .workload
                 .primary_readiness(self.canary)
                 .await
-                .map(readiness)
                 .map_err(|e| e.to_string());
             self.primary_ready = Some(r);
         }
@@ -228,7 +194,6 @@ impl Observe for ClusterObserver<'_> {
                 .router
                 .get_routes(self.canary)
                 .await
-                .map(engine_routes)
                 .map_err(|e| e.to_string());
             self.routes = Some(r);
         }

@@ -11,7 +11,7 @@ use serin_engine::{Action, Decision, EventType};
 use serin_notify::AlertEvent;
 
 use super::{Context, FINALIZER, RETRY_AFTER, event_metadata, key_of, with_default_provider};
-use crate::observer::{ClusterObserver, router_routes};
+use crate::observer::ClusterObserver;
 use crate::router::Router;
 use crate::workload::{WorkloadController, WorkloadOptions};
 
@@ -129,7 +129,7 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
         let result = match action {
             Action::ScaleToZero => workload.scale_to_zero(&canary).await,
             Action::ScaleFromZero => workload.scale_from_zero(&canary).await,
-            Action::SetRoutes(r) => router.set_routes(&canary, router_routes(*r)).await,
+            Action::SetRoutes(r) => router.set_routes(&canary, *r).await,
             Action::Promote => workload.promote(&canary).await,
             Action::RunPostRolloutHooks(phase) => {
                 post_rollout.push(*phase);

@@ -16,33 +16,8 @@ pub use istio::{
 };
 pub use kubernetes::KubernetesRouter;
 
-/// The traffic split between primary and canary. The weights always sum to 100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Routes {
-    pub primary: i32,
-    pub canary: i32,
-    /// The canary receives a copy of the primary's traffic.
-    pub mirrored: bool,
-}
-
-impl Routes {
-    /// All traffic to the primary.
-    pub const PRIMARY: Routes = Routes {
-        primary: 100,
-        canary: 0,
-        mirrored: false,
-    };
-
-    /// `canary` percent to the canary, the rest to the primary.
-    pub fn to_canary(canary: i32) -> Routes {
-        let canary = canary.clamp(0, 100);
-        Routes {
-            primary: 100 - canary,
-            canary,
-            mirrored: false,
-        }
-    }
-}
+/// The traffic split, as the engine decides it.
+pub use serin_engine::Routes;
 
 /// Owns the objects that route traffic for a canary (services, Istio objects).
 #[async_trait]

@@ -1,8 +1,6 @@
 //! Workload controllers: one per target kind (Deployment, DaemonSet), behind
 //! [`WorkloadController`].
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use serin_api::Canary;
 use serin_api::clock::Clock;
@@ -20,27 +18,8 @@ pub use daemonset::{
 pub use deployment::{DeploymentController, deployment_readiness, primary_deployment};
 pub use template::{TargetPods, primary_pod_template, read_target_pods, template_hash};
 
-/// Whether a workload's rollout is done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    /// Still rolling out; check again later. The message is what serin logs, for
-    /// instance "Waiting for podinfo.test rollout to finish: 0 of 1 updated replicas
-    /// are available".
-    Waiting(String),
-    /// No progress within `progressDeadlineSeconds`: roll back.
-    DeadlineExceeded(String),
-}
-
-/// What a canary's target looks like now: the revision serin compares with
-/// `status.lastAppliedSpec` and the checksums of its tracked configs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TargetRevision {
-    /// Hash of the target's pod template (stable across equal templates).
-    pub spec_hash: String,
-    /// `configmap/NAME` or `secret/NAME` to checksum, as status.trackedConfigs holds them.
-    pub tracked_configs: BTreeMap<String, String>,
-}
+/// Readiness and revisions are the engine's own observation types.
+pub use serin_engine::{Readiness, TargetRevision};
 
 /// Acts on a canary's target and its `-primary` copy.
 #[async_trait]
