@@ -671,9 +671,7 @@ impl Run<'_> {
         status.canary_weight = 0;
         status.failed_checks = 0;
         status.last_promoted_spec = status.last_applied_spec.clone();
-        if status.session_affinity_cookie.is_some() {
-            status.previous_session_affinity_cookie = status.session_affinity_cookie.take();
-        }
+        retire_session_cookie(&mut status);
         self.set_status(status, CanaryPhase::Succeeded);
         self.normal(format!(
             "Promotion completed! Scaling down {}",
@@ -745,6 +743,7 @@ impl Run<'_> {
         let mut status = self.next_status();
         status.canary_weight = 0;
         status.iterations = 0;
+        retire_session_cookie(&mut status);
         self.set_status(status, CanaryPhase::Failed);
     }
 
@@ -765,6 +764,14 @@ impl Run<'_> {
         let mut status = self.next_status();
         status.canary_weight = 100;
         self.set_status(status, CanaryPhase::Failed);
+    }
+}
+
+/// Users holding the canary's cookie are sent back to the primary (the router expires
+/// the previous cookie on them).
+fn retire_session_cookie(status: &mut CanaryStatus) {
+    if status.session_affinity_cookie.is_some() {
+        status.previous_session_affinity_cookie = status.session_affinity_cookie.take();
     }
 }
 

@@ -387,14 +387,14 @@ async fn session_affinity_keeps_canary_users_on_the_canary() {
     let router = router_for(client.clone(), &canary).unwrap();
     router.reconcile(&canary).await.unwrap();
 
-    // What the controller does: keep the cookies in the status, then set the routes.
-    let cookies = SessionCookies::for_routes(&canary, 10);
-    let cookie = cookies.canary.clone().expect("a canary cookie");
-    assert!(cookie.starts_with("flagger-cookie="));
-    assert_eq!(cookies, SessionCookies::for_routes(&canary, 10), "stable");
+    // The engine keeps the cookie in the status when the analysis starts; the
+    // router reads it from there.
+    let cookie = "flagger-cookie=kZqWbRtYxE".to_string();
     let mut status = canary.status_or_default();
-    cookies.apply_to(&mut status);
+    status.session_affinity_cookie = Some(cookie.clone());
     canary.status = Some(status);
+    let cookies = SessionCookies::for_routes(&canary, 10);
+    assert_eq!(cookies.canary.as_deref(), Some(cookie.as_str()));
     router
         .set_routes(&canary, Routes::to_canary(10))
         .await
@@ -437,13 +437,14 @@ async fn session_affinity_keeps_canary_users_on_the_canary() {
         Routes::to_canary(10)
     );
 
-    // Back to the primary: the cookie is expired on users that still hold it.
+    // Back to the primary: the engine retires the cookie, and it is expired on users
+    // that still hold it.
+    let mut status = canary.status_or_default();
+    status.previous_session_affinity_cookie = status.session_affinity_cookie.take();
+    canary.status = Some(status);
     let cookies = SessionCookies::for_routes(&canary, 0);
     assert_eq!(cookies.previous.as_deref(), Some(cookie.as_str()));
     assert_eq!(cookies.canary, None);
-    let mut status = canary.status_or_default();
-    cookies.apply_to(&mut status);
-    canary.status = Some(status);
     router.set_routes(&canary, Routes::PRIMARY).await.unwrap();
     let v = vs(&client, "test", "podinfo").await;
     let expiring = route_for(&v.spec, &with_cookie);

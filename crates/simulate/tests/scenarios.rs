@@ -671,8 +671,9 @@ async fn session_affinity_keeps_a_cookie_for_the_analysis() {
         .await
         .expect("initialized");
     sim.new_revision().await.expect("new revision");
-    sim.wait_until("weight 20", &mut |_| {}, |c| {
-        c.status_or_default().canary_weight == 20
+    // Right after the first step: the routes written in the same run as the cookie.
+    sim.wait_until("weight 10", &mut |_| {}, |c| {
+        c.status_or_default().canary_weight == 10
     })
     .await
     .expect("advancing");
@@ -682,6 +683,20 @@ async fn session_affinity_keeps_a_cookie_for_the_analysis() {
         .session_affinity_cookie
         .expect("a cookie during the analysis");
     assert!(cookie.starts_with("flagger-cookie="), "{cookie}");
+    // The router's sticky route uses the very cookie the status shows.
+    let vs: kube::Api<serin_api::istio::VirtualService> =
+        kube::Api::namespaced(sim.client.clone(), "test");
+    let vs = vs.get("podinfo").await.expect("virtual service");
+    let (name, value) = cookie.split_once('=').unwrap();
+    let sticky = vs.spec.http.iter().any(|r| {
+        r.match_.iter().any(|m| {
+            m.headers
+                .get("cookie")
+                .and_then(|c| c.regex.as_deref())
+                .is_some_and(|re| re.contains(name) && re.contains(value))
+        })
+    });
+    assert!(sticky, "no sticky route for {cookie}: {:?}", vs.spec.http);
     sim.wait_until("Succeeded", &mut |_| {}, |c| {
         c.status_or_default().phase == CanaryPhase::Succeeded
     })

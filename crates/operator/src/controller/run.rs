@@ -124,12 +124,18 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
         key: key_of(&canary),
         keep: canary.status.as_ref().is_some_and(|s| s.phase.is_running()),
     };
+    // Routes are set with the decided status, so the router sees the session
+    // affinity cookies the engine chose this run.
+    let mut decided = canary.clone();
+    if let Some(status) = &decision.status {
+        decided.status = Some(status.clone());
+    }
     let mut post_rollout = Vec::new();
     for action in &decision.actions {
         let result = match action {
             Action::ScaleToZero => workload.scale_to_zero(&canary).await,
             Action::ScaleFromZero => workload.scale_from_zero(&canary).await,
-            Action::SetRoutes(r) => router.set_routes(&canary, *r).await,
+            Action::SetRoutes(r) => router.set_routes(&decided, *r).await,
             Action::Promote => workload.promote(&canary).await,
             Action::RunPostRolloutHooks(phase) => {
                 post_rollout.push(*phase);

@@ -793,6 +793,12 @@ mod tests {
                 "sessionAffinity": {"cookieName": "canary-cookie", "primaryCookieName": "primary-cookie",
                     "maxAge": 600, "path": "/", "secure": true, "httpOnly": true, "sameSite": "Strict"}}
         }));
+        let mut c = c;
+        c.status = Some(serin_api::CanaryStatus {
+            session_affinity_cookie: Some("canary-cookie=aBcDeFgHiJ".into()),
+            primary_session_affinity_cookie: Some("primary-cookie=KlMnOpQrSt".into()),
+            ..Default::default()
+        });
         let cookies = SessionCookies::for_routes(&c, 20);
         let spec = virtual_service_spec(&c, Routes::to_canary(20), &cookies).unwrap();
         assert_eq!(

@@ -2,7 +2,7 @@
 //! [`Router`]. A new mesh is one new file here.
 
 use async_trait::async_trait;
-use serin_api::{Canary, CanaryStatus};
+use serin_api::Canary;
 
 use crate::error::{Error, Result};
 use crate::labels::LabelOptions;
@@ -63,10 +63,9 @@ pub fn router_with(
 /// `status.sessionAffinityCookie`, `primarySessionAffinityCookie` and
 /// `previousSessionAffinityCookie` keep them.
 ///
-/// The router and the controller compute them with the same function from the same
-/// status, so they agree: the controller stores [`SessionCookies::for_routes`] in the
-/// status when it sets routes, and a new cookie value is derived from the canary's
-/// identity and revision (stable across restarts) rather than drawn at random.
+/// The engine chooses the cookies and keeps them in the status (a new value at the
+/// start of each analysis, retired when the rollout ends); the router only reads
+/// them, so the cookie users receive is always the one the status shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionCookies {
     /// Sent to users routed to the canary; while set, they stay on the canary.
@@ -96,24 +95,12 @@ impl SessionCookies {
                 .clone()
                 .filter(|c| !c.is_empty()),
         };
-        let Some(affinity) = canary.analysis().and_then(|a| a.session_affinity.as_ref()) else {
-            return from_status;
-        };
-        if canary_weight > 0 {
-            let primary_name = affinity.primary_cookie_name.as_deref().unwrap_or_default();
-            SessionCookies {
-                canary: from_status
-                    .canary
-                    .or_else(|| Some(derive_cookie(canary, &affinity.cookie_name, "canary"))),
-                primary: if primary_name.is_empty() {
-                    from_status.primary
-                } else {
-                    from_status
-                        .primary
-                        .or_else(|| Some(derive_cookie(canary, primary_name, "primary")))
-                },
-                previous: from_status.previous,
-            }
+        if canary_weight > 0
+            || canary
+                .analysis()
+                .is_none_or(|a| a.session_affinity.is_none())
+        {
+            from_status
         } else {
             SessionCookies {
                 canary: None,
@@ -122,33 +109,4 @@ impl SessionCookies {
             }
         }
     }
-
-    /// Writes the cookies into a status.
-    pub fn apply_to(&self, status: &mut CanaryStatus) {
-        status.session_affinity_cookie = self.canary.clone();
-        status.primary_session_affinity_cookie = self.primary.clone();
-        status.previous_session_affinity_cookie = self.previous.clone();
-    }
-}
-
-/// `name=<10 letters>`, the letters a hash of the canary's identity, its revision
-/// and the role of the cookie.
-fn derive_cookie(canary: &Canary, name: &str, role: &str) -> String {
-    use sha2::Digest;
-    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    let status = canary.status_or_default();
-    let seed = format!(
-        "{}/{}/{}/{}/{role}",
-        canary.id(),
-        canary.metadata.uid.as_deref().unwrap_or_default(),
-        status.last_applied_spec.as_deref().unwrap_or_default(),
-        name
-    );
-    let digest = sha2::Sha256::digest(seed.as_bytes());
-    let value: String = digest
-        .iter()
-        .take(10)
-        .map(|b| LETTERS[usize::from(*b) % LETTERS.len()] as char)
-        .collect();
-    format!("{name}={value}")
 }
