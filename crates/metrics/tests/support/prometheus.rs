@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+use base64::Engine as _;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -317,8 +318,12 @@ impl Prometheus {
                 cmd.arg(format!("--web.config.file={}", web.display()));
             }
             let mut child = cmd.spawn().expect("start prometheus");
-            let authorization =
-                basic_auth.map(|(u, p)| format!("Basic {}", base64(&format!("{u}:{p}"))));
+            let authorization = basic_auth.map(|(u, p)| {
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                )
+            });
             match wait_ready(
                 &mut child,
                 port,
@@ -435,27 +440,4 @@ fn http_get(port: u16, path: &str, authorization: Option<&str>) -> std::io::Resu
         .map(|(_, b)| b.trim().to_string())
         .unwrap_or_default();
     Ok((status, body))
-}
-
-/// Standard base64 with padding, for a Basic authorization header.
-fn base64(input: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = input.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
