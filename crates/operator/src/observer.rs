@@ -144,62 +144,47 @@ impl<'a> ClusterObserver<'a> {
     }
 }
 
+/// Asks once per run: the first answer, error included, is the answer for the run.
+async fn once<T: Clone>(
+    slot: &mut Option<Result<T, String>>,
+    ask: impl std::future::Future<Output = crate::error::Result<T>>,
+) -> Result<T, String> {
+    if let Some(answer) = slot {
+        return answer.clone();
+    }
+    let answer = ask.await.map_err(|e| e.to_string());
+    *slot = Some(answer.clone());
+    answer
+}
+
 #[async_trait]
 impl Observe for ClusterObserver<'_> {
     async fn target_revision(&mut self) -> Result<TargetRevision, String> {
-        if self.revision.is_none() {
-            let r = self
-                .workload
-                .target_revision(self.canary)
-                .await
-                .map_err(|e| e.to_string());
-            self.revision = Some(r);
-        }
-        self.revision
-            .clone()
-            .unwrap_or_else(|| Err("unreachable".into()))
+        once(
+            &mut self.revision,
+            self.workload.target_revision(self.canary),
+        )
+        .await
     }
 
     async fn canary_readiness(&mut self) -> Result<Readiness, String> {
-        if self.canary_ready.is_none() {
-            let r = self
-                .workload
-                .canary_readiness(self.canary)
-                .await
-                .map_err(|e| e.to_string());
-            self.canary_ready = Some(r);
-        }
-        self.canary_ready
-            .clone()
-            .unwrap_or_else(|| Err("unreachable".into()))
+        once(
+            &mut self.canary_ready,
+            self.workload.canary_readiness(self.canary),
+        )
+        .await
     }
 
     async fn primary_readiness(&mut self) -> Result<Readiness, String> {
-        if self.primary_ready.is_none() {
-            let r = self
-                .workload
-                .primary_readiness(self.canary)
-                .await
-                .map_err(|e| e.to_string());
-            self.primary_ready = Some(r);
-        }
-        self.primary_ready
-            .clone()
-            .unwrap_or_else(|| Err("unreachable".into()))
+        once(
+            &mut self.primary_ready,
+            self.workload.primary_readiness(self.canary),
+        )
+        .await
     }
 
     async fn routes(&mut self) -> Result<Routes, String> {
-        if self.routes.is_none() {
-            let r = self
-                .router
-                .get_routes(self.canary)
-                .await
-                .map_err(|e| e.to_string());
-            self.routes = Some(r);
-        }
-        self.routes
-            .clone()
-            .unwrap_or_else(|| Err("unreachable".into()))
+        once(&mut self.routes, self.router.get_routes(self.canary)).await
     }
 
     async fn call_webhook(
