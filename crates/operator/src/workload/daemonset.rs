@@ -13,11 +13,12 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serin_api::Canary;
 
+use super::set_primary_metadata;
 use super::template::{get_target, primary_pod_template, template_hash};
 use super::{Readiness, TargetRevision, WorkloadController, WorkloadOptions, primary_name};
 use crate::configs::TrackedConfigs;
 use crate::error::{Error, Result};
-use crate::labels::{self, Applied, KUBECTL_LAST_APPLIED, LabelOptions, SelectorLabel};
+use crate::labels::{self, Applied, LabelOptions, SelectorLabel};
 
 const KIND: &str = "DaemonSet";
 
@@ -159,38 +160,9 @@ pub fn primary_daemonset(
         }),
         status: None,
     };
-    set_primary_metadata(&mut out.metadata, canary, target, selector, opts)?;
+    set_primary_metadata(&mut out.metadata, canary, &target.metadata, selector, opts)?;
     copy_template(&mut out, canary, target, selector, configs, opts);
     Ok(out)
-}
-
-fn set_primary_metadata(
-    meta: &mut ObjectMeta,
-    canary: &Canary,
-    target: &DaemonSet,
-    selector: &SelectorLabel,
-    opts: &LabelOptions,
-) -> Result<()> {
-    let included =
-        labels::include_by_prefix(target.metadata.labels.as_ref(), &opts.include_label_prefix);
-    meta.labels = Some(labels::primary_labels(Some(&included), selector));
-    let mut annotations = labels::include_by_prefix(
-        target.metadata.annotations.as_ref(),
-        &opts.include_label_prefix,
-    );
-    annotations.remove(KUBECTL_LAST_APPLIED);
-    meta.annotations = Some(annotations).filter(|a| !a.is_empty());
-    let owner = labels::owner_reference(canary)?;
-    let mut owners: Vec<_> = meta
-        .owner_references
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|o| o.controller != Some(true) && o.uid != owner.uid)
-        .collect();
-    owners.insert(0, owner);
-    meta.owner_references = Some(owners);
-    Ok(())
 }
 
 fn copy_template(
@@ -313,7 +285,7 @@ impl WorkloadController for DaemonSetController {
                 set_primary_metadata(
                     &mut next.metadata,
                     canary,
-                    &target,
+                    &target.metadata,
                     &selector,
                     &self.options.labels,
                 )?;
@@ -381,7 +353,13 @@ impl WorkloadController for DaemonSetController {
             };
             let mut next = cur.clone();
             copy_template(&mut next, canary, &target, &selector, &configs, opts);
-            set_primary_metadata(&mut next.metadata, canary, &target, &selector, opts)?;
+            set_primary_metadata(
+                &mut next.metadata,
+                canary,
+                &target.metadata,
+                &selector,
+                opts,
+            )?;
             Ok((next.spec != cur.spec || next.metadata != cur.metadata).then_some(next))
         })
         .await?;

@@ -11,12 +11,13 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serin_api::Canary;
 
+use super::set_primary_metadata;
 use super::template::{get_target, primary_pod_template, template_hash};
 use super::{Readiness, TargetRevision, WorkloadController, WorkloadOptions, primary_name};
 use crate::configs::TrackedConfigs;
 use crate::error::{Error, Result};
 use crate::hpa;
-use crate::labels::{self, Applied, KUBECTL_LAST_APPLIED, LabelOptions, SelectorLabel};
+use crate::labels::{self, Applied, LabelOptions, SelectorLabel};
 
 const KIND: &str = "Deployment";
 
@@ -119,40 +120,9 @@ pub fn primary_deployment(
         }),
         status: None,
     };
-    set_primary_metadata(&mut out.metadata, canary, target, selector, opts)?;
+    set_primary_metadata(&mut out.metadata, canary, &target.metadata, selector, opts)?;
     copy_template(&mut out, canary, target, selector, configs, opts);
     Ok(out)
-}
-
-/// Labels, annotations and owner reference of the primary: the target's (those the
-/// include prefixes let through), with the primary's selector label.
-fn set_primary_metadata(
-    meta: &mut ObjectMeta,
-    canary: &Canary,
-    target: &Deployment,
-    selector: &SelectorLabel,
-    opts: &LabelOptions,
-) -> Result<()> {
-    let included =
-        labels::include_by_prefix(target.metadata.labels.as_ref(), &opts.include_label_prefix);
-    meta.labels = Some(labels::primary_labels(Some(&included), selector));
-    let mut annotations = labels::include_by_prefix(
-        target.metadata.annotations.as_ref(),
-        &opts.include_label_prefix,
-    );
-    annotations.remove(KUBECTL_LAST_APPLIED);
-    meta.annotations = Some(annotations).filter(|a| !a.is_empty());
-    let owner = labels::owner_reference(canary)?;
-    let mut owners: Vec<_> = meta
-        .owner_references
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|o| o.controller != Some(true) && o.uid != owner.uid)
-        .collect();
-    owners.insert(0, owner);
-    meta.owner_references = Some(owners);
-    Ok(())
 }
 
 /// Copies the target's pod template and rollout settings onto the primary.
@@ -307,7 +277,7 @@ impl WorkloadController for DeploymentController {
                 set_primary_metadata(
                     &mut next.metadata,
                     canary,
-                    &target,
+                    &target.metadata,
                     &selector,
                     &self.options.labels,
                 )?;
@@ -403,7 +373,13 @@ impl WorkloadController for DeploymentController {
                     spec.replicas = replicas;
                 }
             }
-            set_primary_metadata(&mut next.metadata, canary, &target, &selector, opts)?;
+            set_primary_metadata(
+                &mut next.metadata,
+                canary,
+                &target.metadata,
+                &selector,
+                opts,
+            )?;
             Ok((next.spec != cur.spec || next.metadata != cur.metadata).then_some(next))
         })
         .await?;

@@ -96,3 +96,32 @@ pub fn target_kind(canary: &Canary) -> &str {
 pub fn primary_name(canary: &Canary) -> String {
     format!("{}-primary", canary.spec.target_ref.name)
 }
+
+/// Labels, annotations and owner reference of a primary workload: the target's (those
+/// the include prefixes let through), with the primary's selector label.
+pub(crate) fn set_primary_metadata(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    canary: &Canary,
+    target: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    selector: &crate::labels::SelectorLabel,
+    opts: &crate::labels::LabelOptions,
+) -> Result<()> {
+    use crate::labels;
+    let included = labels::include_by_prefix(target.labels.as_ref(), &opts.include_label_prefix);
+    meta.labels = Some(labels::primary_labels(Some(&included), selector));
+    let mut annotations =
+        labels::include_by_prefix(target.annotations.as_ref(), &opts.include_label_prefix);
+    annotations.remove(labels::KUBECTL_LAST_APPLIED);
+    meta.annotations = Some(annotations).filter(|a| !a.is_empty());
+    let owner = labels::owner_reference(canary)?;
+    let mut owners: Vec<_> = meta
+        .owner_references
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o.controller != Some(true) && o.uid != owner.uid)
+        .collect();
+    owners.insert(0, owner);
+    meta.owner_references = Some(owners);
+    Ok(())
+}
