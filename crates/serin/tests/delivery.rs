@@ -619,7 +619,7 @@ fn operator_rbac_is_least_privilege_verb_by_verb() {
         &["virtualservices", "destinationrules"],
         MANAGE,
     ));
-    expected.extend(expand("", &["events"], &["create", "patch"]));
+    expected.extend(expand("", &["events"], &["get", "create", "patch"]));
     expected.extend(expand("events.k8s.io", &["events"], &["create", "patch"]));
 
     let (cluster, namespaced) = operator_rbac_rules();

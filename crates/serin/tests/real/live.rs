@@ -101,7 +101,9 @@ impl State {
             let mut cumulative = 0.0;
             for (b, n) in BOUNDS.iter().zip(s.buckets.iter()) {
                 cumulative += n;
-                out += &format!("istio_request_duration_milliseconds_bucket{{{l},le=\"{b}\"}} {cumulative}\n");
+                out += &format!(
+                    "istio_request_duration_milliseconds_bucket{{{l},le=\"{b}\"}} {cumulative}\n"
+                );
             }
             cumulative += s.above;
             out += &format!(

@@ -1,7 +1,6 @@
 //! The seed walkthrough and its faults on the real control plane.
 
 use std::path::Path;
-use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -9,32 +8,27 @@ use serde_json::Value;
 use crate::live::{Rates, telemetry};
 use crate::support::*;
 
-/// Tests share the cluster; the API server restart takes it alone.
-static CLUSTER_LOCK: RwLock<()> = RwLock::new(());
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    CLUSTER_LOCK.read().unwrap_or_else(|e| e.into_inner())
-}
-
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The seed guide's podinfo Deployment and HPA (the HPA controller is real).
-const PODINFO: &str = "apiVersion: apps/v1
+/// The seed guide's podinfo Deployment and HPA (the HPA controller is real), for an
+/// app called `name`.
+fn app(name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: podinfo
+  name: {name}
   labels:
-    app: podinfo
+    app: {name}
 spec:
   replicas: 2
-  minReadySeconds: 0
   selector:
     matchLabels:
-      app: podinfo
+      app: {name}
   template:
     metadata:
       labels:
-        app: podinfo
+        app: {name}
     spec:
       containers:
         - name: podinfod
@@ -47,12 +41,12 @@ spec:
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata:
-  name: podinfo
+  name: {name}
 spec:
   scaleTargetRef:
     apiVersion: apps/v1
     kind: Deployment
-    name: podinfo
+    name: {name}
   minReplicas: 2
   maxReplicas: 4
   metrics:
@@ -62,7 +56,9 @@ spec:
         target:
           type: Utilization
           averageUtilization: 99
-";
+"
+    )
+}
 
 /// The seed guide's Canary, on a short clock (3s steps to 30%) and without the
 /// in-cluster load tester webhooks (nothing here resolves cluster DNS).
@@ -129,6 +125,9 @@ fn image(ns: &str, deployment: &str) -> String {
         .to_string()
 }
 
+/// Per HTTP route of a VirtualService: (destination host, weight).
+type Routes = Vec<Vec<(String, i64)>>;
+
 /// Every version of every VirtualService in a namespace, from a watch: each HTTP
 /// route's weights must sum to 100 at every version the API server stored.
 struct RouteLog {
@@ -145,8 +144,9 @@ impl RouteLog {
         ));
         let mut cmd = tied_to_this_process(Path::new(KUBECTL));
         cmd.env("KUBECONFIG", &cluster().kubeconfig)
-            .args(["-n", ns, "get", "virtualservices", "--watch", "-o"])
-            .arg("jsonpath={.metadata.name}@{.metadata.resourceVersion}:{range .spec.http[*]}{range .route[*]}{.destination.host}={.weight},{end};{end}{\"\\n\"}")
+            // JSON, not jsonpath: kubectl's watch prints a jsonpath with `range` for the
+            // first object only.
+            .args(["-n", ns, "get", "virtualservices", "--watch", "-o", "json"])
             .env("TIED_STDOUT", &file)
             .stderr(std::process::Stdio::null());
         RouteLog {
@@ -155,28 +155,38 @@ impl RouteLog {
         }
     }
 
-    /// (resourceVersion, per HTTP route: [(host, weight)]) of every version seen.
-    fn versions(&self) -> Vec<(String, Vec<Vec<(String, i64)>>)> {
+    /// (name@resourceVersion, per HTTP route: [(host, weight)]) of every version seen.
+    fn versions(&self) -> Vec<(String, Routes)> {
         let text = std::fs::read_to_string(&self.file).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (rv, routes) = l.split_once(':').expect("rv:routes");
-                let routes = routes
-                    .split(';')
-                    .filter(|r| !r.is_empty())
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .map_while(Result::ok)
+            .map(|vs| {
+                let id = format!(
+                    "{}@{}",
+                    vs["metadata"]["name"].as_str().unwrap_or(""),
+                    vs["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                );
+                let routes = vs["spec"]["http"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
                     .map(|r| {
-                        r.split(',')
-                            .filter(|d| !d.is_empty())
+                        r["route"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
                             .map(|d| {
-                                let (host, w) = d.split_once('=').expect("host=weight");
-                                // A destination without a weight takes all traffic.
-                                (host.to_string(), w.parse().unwrap_or(100))
+                                (
+                                    d["destination"]["host"].as_str().unwrap_or("").to_string(),
+                                    // A destination without a weight takes all traffic.
+                                    d["weight"].as_i64().unwrap_or(100),
+                                )
                             })
                             .collect()
                     })
                     .collect();
-                (rv.to_string(), routes)
+                (id, routes)
             })
             .collect()
     }
@@ -222,14 +232,17 @@ fn owned_by_canary(obj: &Value, canary: &str) -> bool {
 }
 
 fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
-    obj["status"]["conditions"].as_array()?.iter().find_map(|c| {
-        (c["type"] == type_).then(|| {
-            (
-                c["status"].as_str().unwrap_or("").to_string(),
-                c["reason"].as_str().unwrap_or("").to_string(),
-            )
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find_map(|c| {
+            (c["type"] == type_).then(|| {
+                (
+                    c["status"].as_str().unwrap_or("").to_string(),
+                    c["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
         })
-    })
 }
 
 /// Pods of a label selector that are not being deleted.
@@ -253,7 +266,7 @@ fn start_podinfo(prefix: &str) -> (Namespace, EventLog, RouteLog, Operator) {
     let events = EventLog::start(&ns.name);
     let routes = RouteLog::start(&ns.name);
     telemetry().set(&ns.name, "podinfo", Rates::healthy());
-    apply(&ns.name, PODINFO);
+    apply(&ns.name, &app("podinfo"));
     apply(&ns.name, PODINFO_CANARY);
     let op = Operator::start(&ns.name, &[]);
     (ns, events, routes, op)
@@ -334,14 +347,21 @@ fn seed_canary_initializes_promotes_and_rolls_back_on_live_metrics() {
             format!("Promotion completed! Scaling down {id}"),
         ],
     );
-    assert_eq!(image(n, "podinfo-primary"), "ghcr.io/stefanprodan/podinfo:6.0.1");
+    assert_eq!(
+        image(n, "podinfo-primary"),
+        "ghcr.io/stefanprodan/podinfo:6.0.1"
+    );
     assert_eq!(must_get(n, "deployment/podinfo")["spec"]["replicas"], 0);
     let host = "podinfo-canary";
     let seen = routes.check(host);
     for w in [10, 20, 30] {
         assert!(seen.contains(&w), "canary weight {w} was routed: {seen:?}");
     }
-    assert_eq!(seen.last(), Some(&0), "all traffic back on the primary: {seen:?}");
+    assert_eq!(
+        seen.last(),
+        Some(&0),
+        "all traffic back on the primary: {seen:?}"
+    );
 
     // A faulty version: the live success rate is 50%, two failed checks roll it back.
     telemetry().set(n, "podinfo", Rates::failing());
@@ -371,9 +391,16 @@ fn seed_canary_initializes_promotes_and_rolls_back_on_live_metrics() {
             format!("Canary failed! Scaling down {id}"),
         ],
     );
-    assert_eq!(image(n, "podinfo-primary"), "ghcr.io/stefanprodan/podinfo:6.0.1");
+    assert_eq!(
+        image(n, "podinfo-primary"),
+        "ghcr.io/stefanprodan/podinfo:6.0.1"
+    );
     let seen = routes.check(host);
-    assert_eq!(seen.last(), Some(&0), "rolled back to the primary: {seen:?}");
+    assert_eq!(
+        seen.last(),
+        Some(&0),
+        "rolled back to the primary: {seen:?}"
+    );
     wait_for("the faulty canary's pods to go", MINUTE, || {
         (live_pods(n, "app=podinfo") == 0).then_some(())
     });
@@ -412,7 +439,7 @@ spec:
             telemetry().prometheus_url()
         ),
     );
-    apply(n, &PODINFO.replace("podinfo", "frontend"));
+    apply(n, &app("frontend"));
     apply(
         n,
         &format!(
@@ -474,22 +501,36 @@ spec:
     let vs = wait_for("the A/B routes", MINUTE, || {
         let vs = must_get(n, "virtualservice/frontend");
         let http = vs["spec"]["http"].as_array()?.clone();
-        (http.len() == 3).then_some(vs)
+        (http.len() == 2).then_some(vs)
     });
+    // One route for the matching users (either condition), all of it to the canary,
+    // then everyone else on the primary.
     let http = vs["spec"]["http"].as_array().unwrap();
-    assert_eq!(
-        http[0]["match"][0]["headers"]["user-agent"]["regex"],
-        ".*Firefox.*"
+    let matches = http[0]["match"].as_array().expect("match conditions");
+    assert!(
+        matches
+            .iter()
+            .any(|m| m["headers"]["user-agent"]["regex"] == ".*Firefox.*"),
+        "{vs}"
     );
-    assert_eq!(
-        http[1]["match"][0]["headers"]["cookie"]["regex"],
-        "^(.*?;)?(type=insider)(;.*)?$"
+    assert!(
+        matches
+            .iter()
+            .any(|m| m["headers"]["cookie"]["regex"] == "^(.*?;)?(type=insider)(;.*)?$"),
+        "{vs}"
     );
-    for r in &http[..2] {
-        assert_eq!(r["route"][0]["destination"]["host"], "frontend-canary");
-        assert_eq!(r["route"][0]["weight"], 100);
-    }
-    assert_eq!(http[2]["route"][0]["destination"]["host"], "frontend-primary");
+    let to = |route: &Value, host: &str| {
+        route["route"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["destination"]["host"] == host)
+            .map(|d| d["weight"].as_i64().unwrap_or(100))
+            .sum::<i64>()
+    };
+    assert_eq!(to(&http[0], "frontend-canary"), 100, "{vs}");
+    assert!(http[1]["match"].is_null(), "{vs}");
+    assert_eq!(to(&http[1], "frontend-primary"), 100, "{vs}");
     wait_phase(n, "frontend", "Succeeded", 2 * MINUTE, &op);
     let id = format!("frontend.{n}");
     assert_in_order(
@@ -503,7 +544,10 @@ spec:
         ],
     );
     routes.check("frontend-canary");
-    assert_eq!(image(n, "frontend-primary"), "ghcr.io/stefanprodan/podinfo:6.0.1");
+    assert_eq!(
+        image(n, "frontend-primary"),
+        "ghcr.io/stefanprodan/podinfo:6.0.1"
+    );
     // After promotion, one route: everyone on the primary.
     let vs = must_get(n, "virtualservice/frontend");
     let http = vs["spec"]["http"].as_array().unwrap();
@@ -540,20 +584,8 @@ fn service_pods(ns: &str, service: &str) -> Vec<String> {
     pods
 }
 
-/// Blue/green with the kubernetes provider, where the app's Service already exists
-/// and selects `app: podinfo` (the usual way a running app is put under a Canary):
-/// the apex Service must keep serving from ready pods, the primary's, throughout.
-#[test]
-#[ignore = "real tier: needs scripts/cluster.sh (run by scripts/test.sh)"]
-fn blue_green_with_an_existing_apex_service_keeps_it_serving() {
-    let _shared = shared();
-    let ns = Namespace::new("bluegreen");
-    let n = ns.name.as_str();
-    let events = EventLog::start(n);
-    apply(n, PODINFO);
-    apply(
-        n,
-        "apiVersion: v1
+/// The app's own Service, as a user has it before putting the app under a Canary.
+const APEX_SERVICE: &str = "apiVersion: v1
 kind: Service
 metadata:
   name: podinfo
@@ -564,11 +596,25 @@ spec:
     - name: http
       port: 9898
       targetPort: 9898
-",
+";
+
+/// Blue/green with the kubernetes provider, where the app's Service already exists
+/// and selects `app: podinfo` (the usual way a running app is put under a Canary):
+/// the apex Service must keep serving from ready pods, the primary's, throughout.
+#[test]
+#[ignore = "real tier: needs scripts/cluster.sh (run by scripts/test.sh)"]
+fn blue_green_with_an_existing_apex_service_keeps_it_serving() {
+    let _shared = shared();
+    let ns = Namespace::new("bluegreen");
+    let n = ns.name.as_str();
+    let events = EventLog::start(n);
+    apply(n, &app("podinfo"));
+    apply(n, APEX_SERVICE);
+    wait_for(
+        "the existing Service to have the app's pods",
+        MINUTE,
+        || (service_pods(n, "podinfo").len() == 2).then_some(()),
     );
-    wait_for("the existing Service to have the app's pods", MINUTE, || {
-        (service_pods(n, "podinfo").len() == 2).then_some(())
-    });
     apply(
         n,
         "apiVersion: flagger.app/v1beta1
@@ -601,10 +647,15 @@ spec:
         serde_json::json!({"app": "podinfo-primary"}),
         "the apex Service selects the primary"
     );
-    wait_for("the apex Service to serve from the primary's pods", MINUTE, || {
-        let pods = service_pods(n, "podinfo");
-        (pods.len() == 2 && pods.iter().all(|p| p.starts_with("podinfo-primary-"))).then_some(())
-    });
+    wait_for(
+        "the apex Service to serve from the primary's pods",
+        MINUTE,
+        || {
+            let pods = service_pods(n, "podinfo");
+            (pods.len() == 2 && pods.iter().all(|p| p.starts_with("podinfo-primary-")))
+                .then_some(())
+        },
+    );
     kubectl(&[
         "-n",
         n,
@@ -626,11 +677,19 @@ spec:
             format!("Promotion completed! Scaling down {id}"),
         ],
     );
-    assert_eq!(image(n, "podinfo-primary"), "ghcr.io/stefanprodan/podinfo:6.0.1");
-    wait_for("the apex Service back on the primary's pods", MINUTE, || {
-        let pods = service_pods(n, "podinfo");
-        (!pods.is_empty() && pods.iter().all(|p| p.starts_with("podinfo-primary-"))).then_some(())
-    });
+    assert_eq!(
+        image(n, "podinfo-primary"),
+        "ghcr.io/stefanprodan/podinfo:6.0.1"
+    );
+    wait_for(
+        "the apex Service back on the primary's pods",
+        MINUTE,
+        || {
+            let pods = service_pods(n, "podinfo");
+            (!pods.is_empty() && pods.iter().all(|p| p.starts_with("podinfo-primary-")))
+                .then_some(())
+        },
+    );
 }
 
 const CONFIGURED: &str = "apiVersion: v1
@@ -715,7 +774,10 @@ fn config_map_and_secret_changes_each_start_a_rollout() {
         spec["containers"][0]["envFrom"][0]["configMapRef"]["name"],
         "podinfo-config-primary"
     );
-    assert_eq!(spec["volumes"][0]["secret"]["secretName"], "podinfo-secret-primary");
+    assert_eq!(
+        spec["volumes"][0]["secret"]["secretName"],
+        "podinfo-secret-primary"
+    );
 
     kubectl(&[
         "-n",
@@ -758,7 +820,7 @@ fn config_map_and_secret_changes_each_start_a_rollout() {
         .iter()
         .filter(|m| **m == format!("New revision detected! Scaling up {id}"))
         .count();
-    assert_eq!(revisions, 1, "one event object, counted: {:?}", events.lines());
+    assert_eq!(revisions, 2, "one per rollout: {:?}", events.lines());
     let count = kubectl(&[
         "-n",
         n,
@@ -789,8 +851,11 @@ fn deletion_reverts_with_revert_on_deletion_and_cascades_without() {
     let _shared = shared();
     let ns = Namespace::new("deletion");
     let n = ns.name.as_str();
-    apply(n, PODINFO);
-    apply(n, &PODINFO.replace("podinfo", "other"));
+    apply(n, &app("podinfo"));
+    apply(n, &app("other"));
+    // The app's own Service, there before the Canary: the one revertOnDeletion gives
+    // back to the target (a Service the Canary generated goes with it, as in Flagger).
+    apply(n, APEX_SERVICE);
     let canary = |name: &str, revert: bool| {
         format!(
             "apiVersion: flagger.app/v1beta1
@@ -823,7 +888,10 @@ spec:
     wait_phase(n, "podinfo", "Initialized", MINUTE, &op);
     wait_phase(n, "other", "Initialized", MINUTE, &op);
     let c = must_get(n, "canary/podinfo");
-    assert_eq!(c["metadata"]["finalizers"], serde_json::json!(["finalizer.flagger.app"]));
+    assert_eq!(
+        c["metadata"]["finalizers"],
+        serde_json::json!(["finalizer.flagger.app"])
+    );
 
     kubectl(&["-n", n, "delete", "canary/podinfo", "--timeout=60s"])
         .expect_ok("delete with revertOnDeletion");
@@ -855,7 +923,10 @@ spec:
     wait_for("the primary's pods collected", MINUTE, || {
         (live_pods(n, "app=other-primary") == 0).then_some(())
     });
-    assert!(get(n, "deployment/other").is_some(), "the target itself stays");
+    assert!(
+        get(n, "deployment/other").is_some(),
+        "the target itself stays"
+    );
 }
 
 /// A canary of 5 steps of 3s, for the faults below.
@@ -884,7 +955,10 @@ fn new_version(ns: &str) {
 /// Whatever stopped, the rollout ends as it would have: promoted, the new version on
 /// the primary, no rollback.
 fn assert_promoted_cleanly(ns: &str) {
-    assert_eq!(image(ns, "podinfo-primary"), "ghcr.io/stefanprodan/podinfo:6.0.1");
+    assert_eq!(
+        image(ns, "podinfo-primary"),
+        "ghcr.io/stefanprodan/podinfo:6.0.1"
+    );
     let messages = canary_events(ns, "podinfo");
     assert!(
         !messages.iter().any(|m| m.starts_with("Rolling back")),
@@ -901,14 +975,18 @@ fn operator_killed_mid_rollout_resumes_where_it_was() {
     let n = ns.name.as_str();
     let routes = RouteLog::start(n);
     telemetry().set(n, "podinfo", Rates::healthy());
-    apply(n, PODINFO);
+    apply(n, &app("podinfo"));
     apply(n, &long_canary());
     let mut op = Operator::start(n, &[]);
     wait_phase(n, "podinfo", "Initialized", MINUTE, &op);
     new_version(n);
-    wait_for("canary weight 20", MINUTE, || (canary_weight(n) >= 20).then_some(()));
+    wait_for("canary weight 20", MINUTE, || {
+        (canary_weight(n) >= 20).then_some(())
+    });
     op.proc.signal("KILL");
-    wait_for("the operator to die", MINUTE, || (!op.proc.alive()).then_some(()));
+    wait_for("the operator to die", MINUTE, || {
+        (!op.proc.alive()).then_some(())
+    });
     let at_kill = canary_weight(n);
     let op = Operator::start(n, &[]);
     wait_phase(n, "podinfo", "Succeeded", 2 * MINUTE, &op);
@@ -937,7 +1015,7 @@ fn two_replicas_act_as_one_and_the_survivor_takes_over() {
     let n = ns.name.as_str();
     let routes = RouteLog::start(n);
     telemetry().set(n, "podinfo", Rates::healthy());
-    apply(n, PODINFO);
+    apply(n, &app("podinfo"));
     apply(n, &long_canary());
     let elect = [
         "--leader-elect",
@@ -959,14 +1037,18 @@ fn two_replicas_act_as_one_and_the_survivor_takes_over() {
     });
     wait_phase(n, "podinfo", "Initialized", MINUTE, &a);
     new_version(n);
-    wait_for("canary weight 20", MINUTE, || (canary_weight(n) >= 20).then_some(()));
+    wait_for("canary weight 20", MINUTE, || {
+        (canary_weight(n) >= 20).then_some(())
+    });
     let (dead, survivor) = if leader == a.proc.pid {
         (&mut a, &mut b)
     } else {
         (&mut b, &mut a)
     };
     dead.proc.signal("KILL");
-    wait_for("the leader to die", MINUTE, || (!dead.proc.alive()).then_some(()));
+    wait_for("the leader to die", MINUTE, || {
+        (!dead.proc.alive()).then_some(())
+    });
     let survivor_pid = survivor.proc.pid;
     wait_for("the survivor to hold the lease", MINUTE, || {
         (pid_of(&holder()) == Some(survivor_pid)).then_some(())
@@ -987,19 +1069,21 @@ fn two_replicas_act_as_one_and_the_survivor_takes_over() {
 #[ignore = "real tier: needs scripts/cluster.sh (run by scripts/test.sh)"]
 fn api_server_restart_mid_rollout_loses_nothing() {
     // The API server is the cluster's: no other test runs while it restarts.
-    let _alone = CLUSTER_LOCK.write().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let dir = std::env::var("SERIN_REAL_CLUSTER_DIR")
         .expect("SERIN_REAL_CLUSTER_DIR (scripts/test.sh sets it)");
     let ns = Namespace::new("restart");
     let n = ns.name.as_str();
     let routes = RouteLog::start(n);
     telemetry().set(n, "podinfo", Rates::healthy());
-    apply(n, PODINFO);
+    apply(n, &app("podinfo"));
     apply(n, &long_canary());
     let op = Operator::start(n, &[]);
     wait_phase(n, "podinfo", "Initialized", MINUTE, &op);
     new_version(n);
-    wait_for("canary weight 20", MINUTE, || (canary_weight(n) >= 20).then_some(()));
+    wait_for("canary weight 20", MINUTE, || {
+        (canary_weight(n) >= 20).then_some(())
+    });
     let pid = std::fs::read_to_string(Path::new(&dir).join("kube-apiserver.pid"))
         .expect("the API server's pid file");
     let pid = pid.trim();
@@ -1019,8 +1103,9 @@ fn api_server_restart_mid_rollout_loses_nothing() {
                 .args(["get", "--raw", "/readyz", "--request-timeout=2s"]),
             Duration::from_secs(10),
         );
-        (out.ok() && std::fs::read_to_string(Path::new(&dir).join("kube-apiserver.pid"))
-            .is_ok_and(|p| p.trim() != pid))
+        (out.ok()
+            && std::fs::read_to_string(Path::new(&dir).join("kube-apiserver.pid"))
+                .is_ok_and(|p| p.trim() != pid))
         .then_some(())
     });
     eprintln!("API server back after {:?}", killed.elapsed());

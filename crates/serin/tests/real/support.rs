@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -120,13 +120,16 @@ impl Tied {
             .status();
     }
 
+    /// Whether the process still runs (a zombie its sh has not reaped yet does not).
     pub fn alive(&mut self) -> bool {
-        matches!(self.sh.try_wait(), Ok(None))
-            && Command::new("kill")
-                .args(["-0", &self.pid.to_string()])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+        if !matches!(self.sh.try_wait(), Ok(None)) {
+            return false;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        matches!(state, Some(s) if s != "Z" && s != "X")
     }
 
     /// Stops the process (SIGTERM from its sh) and waits for both, at most 20s.
@@ -161,6 +164,18 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = out.split_whitespace().nth(1)?.parse().ok()?;
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((code, body))
+}
+
+/// Tests share the cluster; a test that changes what all of them depend on (the API
+/// server's process, the operator's ClusterRoleBinding) takes it alone.
+static CLUSTER_LOCK: RwLock<()> = RwLock::new(());
+
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    CLUSTER_LOCK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    CLUSTER_LOCK.write().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn free_port() -> u16 {
@@ -232,8 +247,14 @@ fn set_up() -> Cluster {
         "--duration=4h",
     ])
     .expect_ok("a token for the operator's ServiceAccount");
-    let server = k(&["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.server}"])
-        .expect_ok("server");
+    let server = k(&[
+        "config",
+        "view",
+        "--raw",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ])
+    .expect_ok("server");
     let ca = k(&[
         "config",
         "view",
@@ -343,7 +364,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -393,7 +417,10 @@ impl Operator {
             .arg("--kubeconfig")
             .arg(&c.operator_kubeconfig)
             .args(["--namespace", namespace, "--port", &port.to_string()])
-            .args(["--metrics-server", &crate::live::telemetry().prometheus_url()])
+            .args([
+                "--metrics-server",
+                &crate::live::telemetry().prometheus_url(),
+            ])
             .args(extra)
             .env_remove("KUBECONFIG")
             .env("RUST_LOG", "info")
@@ -521,20 +548,22 @@ impl EventLog {
         cmd.env("KUBECONFIG", &cluster().kubeconfig)
             .args(["-n", ns, "get", "events", "--watch"])
             .args(["--field-selector", "involvedObject.kind=Canary"])
-            .args(["-o", "jsonpath={.type} {.message}{\"\\n\"}"])
+            .args(["-o", "jsonpath={.count} {.type} {.message}{\"\\n\"}"])
             .env("TIED_STDOUT", &file)
             .stderr(Stdio::null());
         let proc = Tied::spawn(cmd);
         EventLog { proc, file }
     }
 
-    /// "Type message" lines, each distinct line once, in first-seen order.
+    /// "Type message" lines, one per occurrence, in order. The watch prints an Event
+    /// again when serin raises its count for a repeat, and when its object is updated
+    /// for another reason: each (count, message) is one occurrence.
     pub fn lines(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.file).unwrap_or_default();
         let mut seen = std::collections::BTreeSet::new();
         text.lines()
             .filter(|l| !l.is_empty() && seen.insert(l.to_string()))
-            .map(String::from)
+            .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_string()))
             .collect()
     }
 
