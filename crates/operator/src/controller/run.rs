@@ -6,8 +6,8 @@ use kube::Api;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serin_api::Canary;
-use serin_api::canary::{CanaryPhase, CanaryStatus, HookType};
-use serin_engine::{Action, Decision, EventType};
+use serin_api::canary::{CanaryPhase, CanaryStatus, CanaryWebhook, HookType};
+use serin_engine::{Action, Decision, EventType, Observe, Readiness};
 use serin_notify::AlertEvent;
 
 use super::{Context, FINALIZER, RETRY_AFTER, event_metadata, key_of, with_default_provider};
@@ -60,17 +60,56 @@ fn build(ctx: &Context, canary: &Canary) -> Result<Adapters, String> {
         canary,
         WorkloadOptions {
             clock: ctx.clock,
-            ..Default::default()
+            labels: ctx.options.labels.clone(),
+            skip_config_tracking: !ctx.options.config_tracking,
         },
     )
     .map_err(|e| e.to_string())?;
     let router =
-        crate::router::router_for(ctx.client.clone(), canary).map_err(|e| e.to_string())?;
+        crate::router::router_with(ctx.client.clone(), canary, ctx.options.labels.clone())
+            .map_err(|e| e.to_string())?;
     Ok((workload, router))
+}
+
+/// With `--no-cross-namespace-refs`, the first reference to another namespace, in
+/// Flagger's words.
+fn cross_namespace_ref(canary: &Canary) -> Option<String> {
+    let own = canary.metadata.namespace.clone().unwrap_or_default();
+    let other = |ns: &Option<String>| ns.as_deref().is_some_and(|n| !n.is_empty() && n != own);
+    let analysis = canary.analysis()?;
+    for m in &analysis.metrics {
+        if let Some(r) = &m.template_ref
+            && other(&r.namespace)
+        {
+            return Some(format!(
+                "can't access metric template {}.{}, cross-namespace references are blocked",
+                r.name,
+                r.namespace.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    for a in &analysis.alerts {
+        let r = &a.provider_ref;
+        if other(&r.namespace) {
+            return Some(format!(
+                "can't access alert provider {}.{}, cross-namespace references are blocked",
+                r.name,
+                r.namespace.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    None
 }
 
 /// The run itself. `Some(d)` asks for the next run sooner than the interval.
 async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<Duration> {
+    if ctx.options.no_cross_namespace_refs
+        && canary.metadata.deletion_timestamp.is_none()
+        && let Some(e) = cross_namespace_ref(&canary)
+    {
+        warn(ctx, &canary, &e).await;
+        return None;
+    }
     let (workload, router) = match build(ctx, &canary) {
         Ok(x) => x,
         Err(e) => {
@@ -97,25 +136,37 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             return Some(RETRY_AFTER);
         }
     }
+    let mut observer = ClusterObserver::new(
+        &canary,
+        workload.as_ref(),
+        router.as_ref(),
+        ctx.checks.as_ref(),
+    );
     if !canary.spec.suspend {
         if let Err(e) = workload.initialize_primary(&canary).await {
             warn(ctx, &canary, &e.to_string()).await;
             return Some(RETRY_AFTER);
         }
-        if let Err(e) = router.reconcile(&canary).await {
+        if let Err(e) = router.initialize(&canary).await {
+            warn(ctx, &canary, &e.to_string()).await;
+            return Some(RETRY_AFTER);
+        }
+        // A canary being put in place touches what clients call (the apex service,
+        // the mesh's routes) only once the primary is ready, as Flagger does: until
+        // then the target keeps serving and the engine reports what it waits for.
+        let onboarding = canary
+            .status
+            .as_ref()
+            .is_none_or(|s| s.phase == CanaryPhase::Initializing);
+        let primary_ready = !onboarding
+            || matches!(observer.primary_readiness().await, Ok(Readiness::Ready));
+        if primary_ready && let Err(e) = router.reconcile(&canary).await {
             warn(ctx, &canary, &e.to_string()).await;
             return Some(RETRY_AFTER);
         }
     }
-    let decision = {
-        let mut observer = ClusterObserver::new(
-            &canary,
-            workload.as_ref(),
-            router.as_ref(),
-            ctx.checks.as_ref(),
-        );
-        serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await
-    };
+    let decision = serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await;
+    drop(observer);
     if queued(ctx, &canary, &decision).await {
         return None;
     }
@@ -249,7 +300,7 @@ fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus) {
 /// Records the decision's events (and passes them to `event` webhooks) and sends its
 /// alerts.
 async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision: &Decision) {
-    let event_hooks: Vec<_> = canary
+    let mut event_hooks: Vec<_> = canary
         .analysis()
         .map(|a| {
             a.webhooks
@@ -259,6 +310,18 @@ async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision
                 .collect()
         })
         .unwrap_or_default();
+    // `--event-webhook` receives the events of canaries that have no event webhook
+    // of their own, as in Flagger.
+    if event_hooks.is_empty()
+        && let Some(url) = &ctx.options.event_webhook
+    {
+        event_hooks.push(CanaryWebhook {
+            type_: Some("event".into()),
+            name: "events".into(),
+            url: url.clone(),
+            ..Default::default()
+        });
+    }
     for event in &decision.events {
         ctx.recorder
             .record(
