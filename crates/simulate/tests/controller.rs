@@ -496,6 +496,11 @@ async fn the_global_event_webhook_receives_every_event() {
     ] {
         assert!(events.iter().any(|e| e == want), "{want:?} in {events:#?}");
     }
+    let start = sim.clock.now().timestamp_millis() - 24 * 3600 * 1000;
+    for call in sim.checks.calls().iter().filter(|c| c.webhook == "events") {
+        let ts: i64 = call.metadata["timestamp"].parse().expect("milliseconds");
+        assert!(ts > start && ts <= sim.clock.now().timestamp_millis(), "{ts}");
+    }
 }
 
 /// `--no-cross-namespace-refs`: a MetricTemplate of another namespace stops the
@@ -515,8 +520,15 @@ async fn cross_namespace_references_can_be_refused() {
     );
     let mut options = healthy();
     options.controller.no_cross_namespace_refs = true;
+    options.controller.event_webhook = Some("http://events.test/".into());
     let mut sim = start(&yaml, options).await;
     sim.tick(Duration::from_secs(120)).await;
+    assert!(
+        sim.checks.calls().iter().any(|c| c.webhook == "events"
+            && c.metadata.get("eventType").map(String::as_str) == Some("Warning")
+            && c.metadata.get("eventMessage").is_some_and(|m| m.contains("cross-namespace"))),
+        "the warning of a run that could not go on reaches the event webhook too"
+    );
     let events = sim.events();
     assert!(
         events.iter().any(|e| e.type_ == serin_engine::EventType::Warning

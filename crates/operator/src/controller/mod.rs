@@ -421,10 +421,16 @@ pub(crate) fn with_default_provider(ctx: &Context, mut canary: Canary) -> Canary
 }
 
 /// Extra metadata for `event` webhooks.
-pub(crate) fn event_metadata(type_: &str, message: &str) -> BTreeMap<String, String> {
+pub(crate) fn event_metadata(
+    type_: &str,
+    message: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("eventMessage".to_string(), message.to_string()),
         ("eventType".to_string(), type_.to_string()),
+        // Milliseconds since the epoch, as Flagger sends it.
+        ("timestamp".to_string(), now.timestamp_millis().to_string()),
     ])
 }
 

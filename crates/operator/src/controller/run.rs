@@ -300,28 +300,6 @@ fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus) {
 /// Records the decision's events (and passes them to `event` webhooks) and sends its
 /// alerts.
 async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision: &Decision) {
-    let mut event_hooks: Vec<_> = canary
-        .analysis()
-        .map(|a| {
-            a.webhooks
-                .iter()
-                .filter(|w| w.hook_type() == Some(HookType::Event))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    // `--event-webhook` receives the events of canaries that have no event webhook
-    // of their own, as in Flagger.
-    if event_hooks.is_empty()
-        && let Some(url) = &ctx.options.event_webhook
-    {
-        event_hooks.push(CanaryWebhook {
-            type_: Some("event".into()),
-            name: "events".into(),
-            url: url.clone(),
-            ..Default::default()
-        });
-    }
     for event in &decision.events {
         ctx.recorder
             .record(
@@ -332,18 +310,7 @@ async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision
                 status.canary_weight,
             )
             .await;
-        for hook in &event_hooks {
-            let checks = ctx.checks.clone();
-            let canary = canary.clone();
-            let hook = hook.clone();
-            let extra = event_metadata(event.type_.as_str(), &event.message);
-            let phase = status.phase;
-            tokio::spawn(async move {
-                if let Err(e) = checks.call_webhook(&canary, &hook, phase, &extra).await {
-                    tracing::debug!(msg = format!("event webhook {} failed: {e}", hook.name), canary = %canary.id());
-                }
-            });
-        }
+        send_to_event_webhooks(ctx, canary, event.type_, &event.message, status.phase);
     }
     if let Some(dispatcher) = &ctx.alerts {
         for alert in &decision.alerts {
@@ -354,6 +321,48 @@ async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision
             }
             drop(dispatcher.alert(canary, event));
         }
+    }
+}
+
+/// Passes one event to the canary's `event` webhooks, or to `--event-webhook` when
+/// it has none, as Flagger does; in the background, so a slow receiver holds
+/// nothing up.
+fn send_to_event_webhooks(
+    ctx: &Context,
+    canary: &Canary,
+    type_: EventType,
+    message: &str,
+    phase: CanaryPhase,
+) {
+    let mut event_hooks: Vec<_> = canary
+        .analysis()
+        .map(|a| {
+            a.webhooks
+                .iter()
+                .filter(|w| w.hook_type() == Some(HookType::Event))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if event_hooks.is_empty()
+        && let Some(url) = &ctx.options.event_webhook
+    {
+        event_hooks.push(CanaryWebhook {
+            type_: Some("event".into()),
+            name: "events".into(),
+            url: url.clone(),
+            ..Default::default()
+        });
+    }
+    for hook in event_hooks {
+        let checks = ctx.checks.clone();
+        let canary = canary.clone();
+        let extra = event_metadata(type_.as_str(), message, ctx.clock.now());
+        tokio::spawn(async move {
+            if let Err(e) = checks.call_webhook(&canary, &hook, phase, &extra).await {
+                tracing::debug!(msg = format!("event webhook {} failed: {e}", hook.name), canary = %canary.id());
+            }
+        });
     }
 }
 
@@ -462,7 +471,8 @@ async fn finalize(
     None
 }
 
-/// A warning event (and log line) about a run that could not finish.
+/// A warning event (and log line) about a run that could not finish; event
+/// webhooks receive it too.
 async fn warn(ctx: &Context, canary: &Canary, message: &str) {
     let status = canary.status_or_default();
     ctx.recorder
@@ -474,4 +484,5 @@ async fn warn(ctx: &Context, canary: &Canary, message: &str) {
             status.canary_weight,
         )
         .await;
+    send_to_event_webhooks(ctx, canary, EventType::Warning, message, status.phase);
 }
