@@ -205,6 +205,45 @@ async fn deletion_with_revert_on_deletion_restores_the_target() {
         "{}",
         lines(&events)
     );
+    for want in ["Terminating canary podinfo.test", "Terminated canary podinfo.test"] {
+        assert!(
+            events.iter().any(|e| e.message == want),
+            "Flagger's text {want:?}\n{}",
+            lines(&events)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn turning_revert_on_deletion_off_removes_the_finalizer() {
+    let mut sim = start(&canary("podinfo", "  revertOnDeletion: true"), healthy()).await;
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    let api: Api<Canary> = Api::namespaced(sim.client.clone(), "test");
+    let has_finalizer = |c: Canary| {
+        c.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"finalizer.flagger.app".to_string())
+    };
+    assert!(has_finalizer(api.get("podinfo").await.expect("canary")));
+    api.patch(
+        "podinfo",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"revertOnDeletion": false}})),
+    )
+    .await
+    .expect("turned off");
+    let mut removed = false;
+    for _ in 0..120 {
+        sim.tick(Duration::from_secs(1)).await;
+        if !has_finalizer(api.get("podinfo").await.expect("canary")) {
+            removed = true;
+            break;
+        }
+    }
+    assert!(removed, "the finalizer goes with revertOnDeletion\n{}", lines(&sim.events()));
 }
 
 /// A chat service that keeps what it is sent.

@@ -120,6 +120,13 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
     if canary.metadata.deletion_timestamp.is_some() {
         return finalize(ctx, api, &canary, workload.as_ref(), router.as_ref()).await;
     }
+    if !canary.spec.revert_on_deletion && canary.finalizers().iter().any(|f| f == FINALIZER) {
+        // revertOnDeletion turned off: deleting the canary no longer reverts anything.
+        if let Err(e) = remove_finalizer(api, &canary).await {
+            warn(ctx, &canary, &format!("cannot remove finalizer: {e}")).await;
+            return Some(RETRY_AFTER);
+        }
+    }
     if canary.spec.revert_on_deletion && !canary.finalizers().iter().any(|f| f == FINALIZER) {
         let mut finalizers = canary.finalizers().to_vec();
         finalizers.push(FINALIZER.to_string());
@@ -424,10 +431,31 @@ async fn finalize(
                 warn(ctx, canary, &format!("cannot write status: {e}")).await;
                 return Some(RETRY_AFTER);
             }
+            ctx.recorder
+                .record(
+                    canary,
+                    EventType::Normal,
+                    &format!("Terminating canary {}", canary.id()),
+                    CanaryPhase::Terminating,
+                    status.canary_weight,
+                )
+                .await;
         }
         if let Err(e) = workload.finalize(canary).await {
             warn(ctx, canary, &format!("Failed to finalize: {e}")).await;
             return Some(RETRY_AFTER);
+        }
+        // The routes go back to the target only once it serves again, as in Flagger.
+        match workload.canary_readiness(canary).await {
+            Ok(Readiness::Ready) => {}
+            Ok(Readiness::Waiting(m)) | Ok(Readiness::DeadlineExceeded(m)) => {
+                tracing::info!(msg = format!("canary not ready during finalizing: {m}"), canary = %canary.id());
+                return Some(RETRY_AFTER);
+            }
+            Err(e) => {
+                warn(ctx, canary, &format!("canary not ready during finalizing: {e}")).await;
+                return Some(RETRY_AFTER);
+            }
         }
         if let Err(e) = router.finalize(canary).await {
             warn(ctx, canary, &format!("Failed to finalize: {e}")).await;
@@ -440,16 +468,24 @@ async fn finalize(
         {
             tracing::warn!(msg = format!("cannot write status: {e}"), canary = %canary.id());
         }
-        ctx.recorder
-            .record(
-                canary,
-                EventType::Normal,
-                &format!("Canary {} finalized, original state restored", canary.id()),
-                CanaryPhase::Terminated,
-                0,
-            )
-            .await;
     }
+    if let Err(e) = remove_finalizer(api, canary).await {
+        warn(ctx, canary, &format!("cannot remove finalizer: {e}")).await;
+        return Some(RETRY_AFTER);
+    }
+    ctx.recorder
+        .record(
+            canary,
+            EventType::Normal,
+            &format!("Terminated canary {}", canary.id()),
+            CanaryPhase::Terminated,
+            0,
+        )
+        .await;
+    None
+}
+
+async fn remove_finalizer(api: &Api<Canary>, canary: &Canary) -> kube::Result<Canary> {
     let finalizers: Vec<String> = canary
         .finalizers()
         .iter()
@@ -457,18 +493,12 @@ async fn finalize(
         .cloned()
         .collect();
     let patch = serde_json::json!({"metadata": {"finalizers": finalizers}});
-    if let Err(e) = api
-        .patch(
-            &canary.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        warn(ctx, canary, &format!("cannot remove finalizer: {e}")).await;
-        return Some(RETRY_AFTER);
-    }
-    None
+    api.patch(
+        &canary.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
 }
 
 /// A warning event (and log line) about a run that could not finish; event
