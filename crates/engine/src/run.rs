@@ -399,7 +399,11 @@ impl Run<'_> {
             .unwrap_or_default();
         for metric in &metrics {
             let mut outcome = observe.check_metric(metric).await;
-            while let MetricOutcome::Noted { warning, outcome: next } = outcome {
+            while let MetricOutcome::Noted {
+                warning,
+                outcome: next,
+            } = outcome
+            {
                 self.warning(warning);
                 outcome = *next;
             }

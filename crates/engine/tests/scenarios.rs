@@ -279,7 +279,11 @@ async fn a_low_success_rate_rolls_back_at_the_threshold() {
         .iter()
         .filter(|e| *e == "W: Halt podinfo.test advancement success rate 69.17% < 99%")
         .count();
-    assert_eq!(halts, 5, "metric halts are Warnings, as in Flagger: {:#?}", h.events);
+    assert_eq!(
+        halts, 5,
+        "metric halts are Warnings, as in Flagger: {:#?}",
+        h.events
+    );
     assert_eq!(
         h.events[h.events.len() - 2..],
         [
@@ -764,7 +768,10 @@ async fn confirm_traffic_increase_also_holds_the_promotion_at_max_weight() {
         h.step().await;
     }
     assert_eq!(h.phase(), CanaryPhase::Progressing, "{:#?}", h.events);
-    assert_eq!(h.world.primary_hash, "rev-1", "not promoted while the gate is closed");
+    assert_eq!(
+        h.world.primary_hash, "rev-1",
+        "not promoted while the gate is closed"
+    );
     assert!(h.events.iter().any(
         |e| e == "W: Halt podinfo.test advancement waiting for traffic increase approval more"
     ));

@@ -136,8 +136,7 @@ pub fn client_with_env(
             if let Some(env) = env {
                 let no_proxy = reqwest::NoProxy::from_string(&env.no_proxy_list());
                 for (url, scheme_http) in [(&env.http, true), (&env.https, false)] {
-                    let Some(url) = url.as_deref().map(str::trim).filter(|u| !u.is_empty())
-                    else {
+                    let Some(url) = url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
                         continue;
                     };
                     let proxy = if scheme_http {

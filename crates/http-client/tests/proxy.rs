@@ -44,7 +44,9 @@ async fn recorder(name: &'static str) -> Recorder {
             let line = head.lines().next().unwrap_or_default().to_string();
             seen.lock().unwrap().push(line.clone());
             if line.starts_with("CONNECT") {
-                let _ = conn.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n").await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                    .await;
                 continue;
             }
             let body = format!("{name}: {line}");

@@ -349,11 +349,10 @@ fn parse_response(
                         query: query.into(),
                     });
                 }
-                [.., last] => {
-                    last.get("value")
-                        .cloned()
-                        .ok_or_else(|| decode("a sample without value".into()))?
-                }
+                [.., last] => last
+                    .get("value")
+                    .cloned()
+                    .ok_or_else(|| decode("a sample without value".into()))?,
             }
         }
         "scalar" => data.result,
@@ -489,7 +488,13 @@ mod tests {
                 {"metric":{"pod":"c"},"value":[1.5,"42.5"]}]}}"#,
         )
         .unwrap();
-        assert_eq!(v, QueryValue { value: 42.5, series: 3 });
+        assert_eq!(
+            v,
+            QueryValue {
+                value: 42.5,
+                series: 3
+            }
+        );
     }
 
     #[test]

@@ -197,7 +197,9 @@ mod tests {
     #[test]
     fn go_template_constructs_render_as_in_go() {
         assert_eq!(
-            render(r#"{{ if eq (index variables "direction") "inbound" }}in{{ else }}out{{ end }}"#),
+            render(
+                r#"{{ if eq (index variables "direction") "inbound" }}in{{ else }}out{{ end }}"#
+            ),
             "in"
         );
         assert_eq!(
@@ -229,7 +231,10 @@ mod tests {
         let err = render_query("sum(x{ns=\"{{ nmespace }}\"})", &model()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("nmespace"), "{text}");
-        assert!(text.contains("namespace"), "the known names are listed: {text}");
+        assert!(
+            text.contains("namespace"),
+            "the known names are listed: {text}"
+        );
     }
 
     #[test]

@@ -141,8 +141,15 @@ async fn kubernetes_provider_builtins_read_the_http_histogram() {
 
     let rate = run_check(&canary, &rate_metric, None, None, &context()).await;
     let query = rate.query.clone().unwrap_or_default();
-    assert!(query.contains("http_request_duration_seconds_count"), "{query}");
-    assert_close(rate.value.expect("a success rate"), expected_rate, "success rate");
+    assert!(
+        query.contains("http_request_duration_seconds_count"),
+        "{query}"
+    );
+    assert_close(
+        rate.value.expect("a success rate"),
+        expected_rate,
+        "success rate",
+    );
     assert_eq!(
         halt_text(&rate.outcome),
         format!("Halt podinfo.test advancement success rate {expected_rate:.2}% < 99%")
@@ -178,7 +185,11 @@ async fn several_series_give_a_value_and_a_warning() {
         ..Default::default()
     };
     let check = run_check(canary, &metric, None, None, &context()).await;
-    assert_close(check.value.expect("a value"), 37.0, "the last of the sorted series");
+    assert_close(
+        check.value.expect("a value"),
+        37.0,
+        "the last of the sorted series",
+    );
     assert_eq!(
         halt_text(&check.outcome),
         "Halt podinfo.test advancement per-code 37.00 > 10"

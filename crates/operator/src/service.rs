@@ -482,8 +482,14 @@ mod tests {
             svc.metadata.annotations.unwrap(),
             BTreeMap::from([
                 ("a".into(), "1".into()),
-                ("helm.toolkit.fluxcd.io/driftDetection".into(), "disabled".into()),
-                ("kustomize.toolkit.fluxcd.io/reconcile".into(), "disabled".into()),
+                (
+                    "helm.toolkit.fluxcd.io/driftDetection".into(),
+                    "disabled".into()
+                ),
+                (
+                    "kustomize.toolkit.fluxcd.io/reconcile".into(),
+                    "disabled".into()
+                ),
             ]),
             "Flux's own annotations are dropped, its opt-out ones set, as Flagger does"
         );

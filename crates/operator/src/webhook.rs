@@ -36,7 +36,11 @@ pub fn payload(
         name: canary.metadata.name.clone().unwrap_or_default(),
         namespace: canary.metadata.namespace.clone().unwrap_or_default(),
         phase,
-        checksum: match status.last_applied_spec.as_deref().filter(|s| !s.is_empty()) {
+        checksum: match status
+            .last_applied_spec
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
             Some(applied) => revision_checksum(applied, status.tracked_configs.as_ref()),
             None => spec_checksum(canary),
         },
@@ -194,7 +198,8 @@ mod tests {
     fn the_checksum_covers_the_tracked_configs() {
         let mut canary = Canary::new("podinfo", Default::default());
         let hook = CanaryWebhook::default();
-        let at = |c: &Canary| payload(c, &hook, CanaryPhase::Progressing, &BTreeMap::new()).checksum;
+        let at =
+            |c: &Canary| payload(c, &hook, CanaryPhase::Progressing, &BTreeMap::new()).checksum;
         let mut status = serin_api::canary::CanaryStatus {
             last_applied_spec: Some("5d8f6c7b9".into()),
             tracked_configs: Some(BTreeMap::from([("configmap/podinfo".into(), "a1".into())])),
@@ -205,7 +210,11 @@ mod tests {
         assert_eq!(before, at(&canary), "stable");
         status.tracked_configs = Some(BTreeMap::from([("configmap/podinfo".into(), "b2".into())]));
         canary.status = Some(status);
-        assert_ne!(before, at(&canary), "a config-only revision has a new checksum");
+        assert_ne!(
+            before,
+            at(&canary),
+            "a config-only revision has a new checksum"
+        );
     }
 
     #[test]

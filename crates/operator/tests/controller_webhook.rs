@@ -140,13 +140,22 @@ async fn a_failure_names_status_and_body_and_retries_are_honoured() {
         .call(&canary(), &hook, CanaryPhase::Progressing, &BTreeMap::new())
         .await
         .expect_err("403 fails");
-    assert_eq!(server.bodies.lock().unwrap().len(), 1, "a 403 is not retried");
+    assert_eq!(
+        server.bodies.lock().unwrap().len(),
+        1,
+        "a 403 is not retried"
+    );
 
     // 201 and 202 pass as in Flagger; 204 does not.
     for (code, passes) in [(201, true), (202, true), (204, false)] {
         *server.answers.lock().unwrap() = vec![code];
         let result = caller
-            .call(&canary(), &webhook(format!("{base}/")), CanaryPhase::Progressing, &BTreeMap::new())
+            .call(
+                &canary(),
+                &webhook(format!("{base}/")),
+                CanaryPhase::Progressing,
+                &BTreeMap::new(),
+            )
             .await;
         assert_eq!(result.is_ok(), passes, "{code}: {result:?}");
     }

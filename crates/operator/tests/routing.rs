@@ -147,12 +147,16 @@ async fn podinfo_gets_exactly_the_objects_of_the_istio_guide() {
     let v = vs(&client, "test", "podinfo").await;
     assert_eq!(v.owner_references()[0].name, "podinfo");
     assert_eq!(
-        v.annotations().get("kustomize.toolkit.fluxcd.io/reconcile").map(String::as_str),
+        v.annotations()
+            .get("kustomize.toolkit.fluxcd.io/reconcile")
+            .map(String::as_str),
         Some("disabled"),
         "Flux leaves the VirtualService to the operator"
     );
     assert_eq!(
-        v.annotations().get("helm.toolkit.fluxcd.io/driftDetection").map(String::as_str),
+        v.annotations()
+            .get("helm.toolkit.fluxcd.io/driftDetection")
+            .map(String::as_str),
         Some("disabled")
     );
     assert_eq!(
@@ -610,12 +614,14 @@ async fn kubernetes_provider_points_the_apex_service_at_the_primary() {
     for name in ["podinfo", "podinfo-primary", "podinfo-canary"] {
         let a = svc(&client, "test", name).await.annotations().clone();
         assert_eq!(
-            a.get("kustomize.toolkit.fluxcd.io/reconcile").map(String::as_str),
+            a.get("kustomize.toolkit.fluxcd.io/reconcile")
+                .map(String::as_str),
             Some("disabled"),
             "{name}: {a:?}"
         );
         assert_eq!(
-            a.get("helm.toolkit.fluxcd.io/driftDetection").map(String::as_str),
+            a.get("helm.toolkit.fluxcd.io/driftDetection")
+                .map(String::as_str),
             Some("disabled"),
             "{name}: {a:?}"
         );

@@ -205,7 +205,10 @@ async fn deletion_with_revert_on_deletion_restores_the_target() {
         "{}",
         lines(&events)
     );
-    for want in ["Terminating canary podinfo.test", "Terminated canary podinfo.test"] {
+    for want in [
+        "Terminating canary podinfo.test",
+        "Terminated canary podinfo.test",
+    ] {
         assert!(
             events.iter().any(|e| e.message == want),
             "Flagger's text {want:?}\n{}",
@@ -243,7 +246,11 @@ async fn turning_revert_on_deletion_off_removes_the_finalizer() {
             break;
         }
     }
-    assert!(removed, "the finalizer goes with revertOnDeletion\n{}", lines(&sim.events()));
+    assert!(
+        removed,
+        "the finalizer goes with revertOnDeletion\n{}",
+        lines(&sim.events())
+    );
 }
 
 /// A chat service that keeps what it is sent.
@@ -448,8 +455,8 @@ spec:
             Api::namespaced(sim.client.clone(), "test");
         let routes: Api<serin_api::istio::VirtualService> =
             Api::namespaced(sim.client.clone(), "test");
-        let original = serde_json::to_value(&routes.get("podinfo").await.expect("vs").spec)
-            .expect("json");
+        let original =
+            serde_json::to_value(&routes.get("podinfo").await.expect("vs").spec).expect("json");
         let selector = |s: k8s_openapi::api::core::v1::Service| {
             s.spec.and_then(|s| s.selector).unwrap_or_default()["app"].clone()
         };
@@ -471,9 +478,9 @@ spec:
         }
         let events = sim.events();
         assert!(
-            events
-                .iter()
-                .any(|e| e.message.starts_with("Waiting for podinfo-primary.test rollout")),
+            events.iter().any(|e| e
+                .message
+                .starts_with("Waiting for podinfo-primary.test rollout")),
             "{provider}: says what it waits for\n{}",
             lines(&events)
         );
@@ -538,7 +545,10 @@ async fn the_global_event_webhook_receives_every_event() {
     let start = sim.clock.now().timestamp_millis() - 24 * 3600 * 1000;
     for call in sim.checks.calls().iter().filter(|c| c.webhook == "events") {
         let ts: i64 = call.metadata["timestamp"].parse().expect("milliseconds");
-        assert!(ts > start && ts <= sim.clock.now().timestamp_millis(), "{ts}");
+        assert!(
+            ts > start && ts <= sim.clock.now().timestamp_millis(),
+            "{ts}"
+        );
     }
 }
 
@@ -565,7 +575,9 @@ async fn cross_namespace_references_can_be_refused() {
     assert!(
         sim.checks.calls().iter().any(|c| c.webhook == "events"
             && c.metadata.get("eventType").map(String::as_str) == Some("Warning")
-            && c.metadata.get("eventMessage").is_some_and(|m| m.contains("cross-namespace"))),
+            && c.metadata
+                .get("eventMessage")
+                .is_some_and(|m| m.contains("cross-namespace"))),
         "the warning of a run that could not go on reaches the event webhook too"
     );
     let events = sim.events();
@@ -578,7 +590,11 @@ async fn cross_namespace_references_can_be_refused() {
     );
     let deployments: Api<Deployment> = Api::namespaced(sim.client.clone(), "test");
     assert!(
-        deployments.get_opt("podinfo-primary").await.expect("get").is_none(),
+        deployments
+            .get_opt("podinfo-primary")
+            .await
+            .expect("get")
+            .is_none(),
         "nothing is made for a refused canary"
     );
 }

@@ -121,11 +121,36 @@ impl Traffic {
             buckets: [0.1, 0.25, 0.5, 1.0].into_iter().zip(counts).collect(),
         };
         let http = vec![
-            p("test", "podinfo-6d8f9c7b5-x2k4q", "200", [6.0, 4.0, 1.0, 0.0]),
-            p("test", "podinfo-6d8f9c7b5-9zt7m", "200", [4.0, 3.0, 0.0, 0.0]),
-            p("test", "podinfo-6d8f9c7b5-x2k4q", "500", [1.0, 1.0, 0.0, 0.0]),
-            p("test", "podinfo-primary-7c9f8d6b4-abcde", "500", [0.0, 0.0, 0.0, 40.0]),
-            p("prod", "podinfo-6d8f9c7b5-x2k4q", "500", [0.0, 0.0, 0.0, 40.0]),
+            p(
+                "test",
+                "podinfo-6d8f9c7b5-x2k4q",
+                "200",
+                [6.0, 4.0, 1.0, 0.0],
+            ),
+            p(
+                "test",
+                "podinfo-6d8f9c7b5-9zt7m",
+                "200",
+                [4.0, 3.0, 0.0, 0.0],
+            ),
+            p(
+                "test",
+                "podinfo-6d8f9c7b5-x2k4q",
+                "500",
+                [1.0, 1.0, 0.0, 0.0],
+            ),
+            p(
+                "test",
+                "podinfo-primary-7c9f8d6b4-abcde",
+                "500",
+                [0.0, 0.0, 0.0, 40.0],
+            ),
+            p(
+                "prod",
+                "podinfo-6d8f9c7b5-x2k4q",
+                "500",
+                [0.0, 0.0, 0.0, 40.0],
+            ),
         ];
         Traffic {
             requests,
@@ -142,7 +167,11 @@ impl Traffic {
             .iter()
             .filter(|h| h.namespace == "test" && !h.pod.starts_with("podinfo-primary"))
             .collect();
-        let mut buckets: Vec<(f64, f64)> = pods[0].buckets.iter().map(|(b, _)| (b * 1000.0, 0.0)).collect();
+        let mut buckets: Vec<(f64, f64)> = pods[0]
+            .buckets
+            .iter()
+            .map(|(b, _)| (b * 1000.0, 0.0))
+            .collect();
         let (mut ok, mut all) = (0.0, 0.0);
         for h in &pods {
             for (i, (_, c)) in h.buckets.iter().enumerate() {
@@ -250,10 +279,22 @@ impl Traffic {
             for (bound, count) in &h.buckets {
                 cumulative += count;
                 let labels = format!("{base},le=\"{bound}\"");
-                write_gauge_like(&mut out, "http_request_duration_seconds_bucket", &labels, cumulative, &times);
+                write_gauge_like(
+                    &mut out,
+                    "http_request_duration_seconds_bucket",
+                    &labels,
+                    cumulative,
+                    &times,
+                );
             }
             let labels = format!("{base},le=\"+Inf\"");
-            write_gauge_like(&mut out, "http_request_duration_seconds_bucket", &labels, cumulative, &times);
+            write_gauge_like(
+                &mut out,
+                "http_request_duration_seconds_bucket",
+                &labels,
+                cumulative,
+                &times,
+            );
         }
         out.push_str("# TYPE http_request_duration_seconds_count unknown\n");
         for h in &self.http {
@@ -262,7 +303,13 @@ impl Traffic {
                 h.namespace, h.pod, h.status
             );
             let total: f64 = h.buckets.iter().map(|(_, c)| c).sum();
-            write_gauge_like(&mut out, "http_request_duration_seconds_count", &labels, total, &times);
+            write_gauge_like(
+                &mut out,
+                "http_request_duration_seconds_count",
+                &labels,
+                total,
+                &times,
+            );
         }
         out.push_str("# EOF\n");
         out

@@ -65,9 +65,8 @@ fn build(ctx: &Context, canary: &Canary) -> Result<Adapters, String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let router =
-        crate::router::router_with(ctx.client.clone(), canary, ctx.options.labels.clone())
-            .map_err(|e| e.to_string())?;
+    let router = crate::router::router_with(ctx.client.clone(), canary, ctx.options.labels.clone())
+        .map_err(|e| e.to_string())?;
     Ok((workload, router))
 }
 
@@ -165,8 +164,8 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             .status
             .as_ref()
             .is_none_or(|s| s.phase == CanaryPhase::Initializing);
-        let primary_ready = !onboarding
-            || matches!(observer.primary_readiness().await, Ok(Readiness::Ready));
+        let primary_ready =
+            !onboarding || matches!(observer.primary_readiness().await, Ok(Readiness::Ready));
         if primary_ready && let Err(e) = router.reconcile(&canary).await {
             warn(ctx, &canary, &e.to_string()).await;
             return Some(RETRY_AFTER);
@@ -453,7 +452,12 @@ async fn finalize(
                 return Some(RETRY_AFTER);
             }
             Err(e) => {
-                warn(ctx, canary, &format!("canary not ready during finalizing: {e}")).await;
+                warn(
+                    ctx,
+                    canary,
+                    &format!("canary not ready during finalizing: {e}"),
+                )
+                .await;
                 return Some(RETRY_AFTER);
             }
         }
