@@ -26,6 +26,8 @@ struct World {
     webhooks: HashMap<String, bool>,
     /// Metrics by name: the halt message, or pass when unlisted.
     metric_halts: HashMap<String, String>,
+    /// Metrics by name: a warning that comes with their result.
+    metric_notes: HashMap<String, String>,
     webhook_calls: Vec<(String, CanaryPhase)>,
     post_rollout: Vec<CanaryPhase>,
 }
@@ -42,6 +44,7 @@ impl World {
             primary_ready: Readiness::Ready,
             webhooks: HashMap::new(),
             metric_halts: HashMap::new(),
+            metric_notes: HashMap::new(),
             webhook_calls: Vec::new(),
             post_rollout: Vec::new(),
         }
@@ -107,6 +110,7 @@ impl Observe for World {
             Some(m) => MetricOutcome::Halt(m.clone()),
             None => MetricOutcome::Pass,
         }
+        .noted(self.metric_notes.get(&metric.name).cloned())
     }
 }
 
@@ -339,6 +343,45 @@ async fn a_manual_rollback_to_the_promoted_version_starts_no_analysis() {
     h.new_revision("rev-2");
     assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
     assert_eq!(h.world.primary_hash, "rev-2");
+}
+
+#[tokio::test]
+async fn a_metric_from_several_series_is_a_warning_and_its_result_counts() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    let note = "Metric request-success-rate of podinfo.test: the query returned 3 series instead of one, the last one's value 99.5 is used";
+    h.world
+        .metric_notes
+        .insert("request-success-rate".into(), note.into());
+    h.new_revision("rev-2");
+    assert_eq!(
+        h.rollout().await,
+        CanaryPhase::Succeeded,
+        "the value passes"
+    );
+    assert!(
+        h.events.iter().any(|e| *e == format!("W: {note}")),
+        "{:#?}",
+        h.events
+    );
+    // A value that fails still halts, after the same warning.
+    h.events.clear();
+    h.world.metric_halts.insert(
+        "request-success-rate".into(),
+        "Halt podinfo.test advancement success rate 42.00% < 99%".into(),
+    );
+    h.new_revision("rev-3");
+    assert_eq!(h.rollout().await, CanaryPhase::Failed);
+    let at = |text: &str| {
+        h.events
+            .iter()
+            .position(|e| e == text)
+            .unwrap_or_else(|| panic!("no {text:?} in {:#?}", h.events))
+    };
+    assert!(
+        at(&format!("W: {note}"))
+            < at("W: Halt podinfo.test advancement success rate 42.00% < 99%")
+    );
 }
 
 #[tokio::test]
