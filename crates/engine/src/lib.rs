@@ -82,6 +82,25 @@ pub enum MetricOutcome {
     /// The check failed; the message is the event text, for instance "Halt
     /// podinfo.test advancement success rate 69.17% < 99%".
     Halt(String),
+    /// The check ran but something is worth a Warning event (a query that gave
+    /// several series); its result follows.
+    Noted {
+        warning: String,
+        outcome: Box<MetricOutcome>,
+    },
+}
+
+impl MetricOutcome {
+    /// `self`, with `warning` (when there is one) recorded before it.
+    pub fn noted(self, warning: Option<String>) -> MetricOutcome {
+        match warning {
+            Some(warning) => MetricOutcome::Noted {
+                warning,
+                outcome: Box::new(self),
+            },
+            None => self,
+        }
+    }
 }
 
 /// The questions the engine asks about the world during one run. Each answer is

@@ -126,6 +126,9 @@ impl Run<'_> {
                 let Some(revision) = self.revision(observe).await else {
                     return;
                 };
+                if self.is_manual_rollback(&revision) {
+                    return self.accept_manual_rollback(revision);
+                }
                 if self.is_new_revision(&revision) {
                     self.start(observe, revision).await;
                 }
@@ -157,6 +160,24 @@ impl Run<'_> {
         let applied = self.status.last_applied_spec.as_deref().unwrap_or_default();
         let tracked = self.status.tracked_configs.clone().unwrap_or_default();
         revision.spec_hash != applied || revision.tracked_configs != tracked
+    }
+
+    /// The target was set back to the version the primary runs (a manual rollback
+    /// after a failed analysis): as in Flagger, that is no new revision to analyse.
+    fn is_manual_rollback(&self, revision: &TargetRevision) -> bool {
+        let tracked = self.status.tracked_configs.clone().unwrap_or_default();
+        self.status.last_promoted_spec.as_deref() == Some(revision.spec_hash.as_str())
+            && self.status.last_applied_spec.as_deref() != Some(revision.spec_hash.as_str())
+            && revision.tracked_configs == tracked
+    }
+
+    /// Records the rolled-back version as the applied one, so that the version
+    /// that failed, applied again, is analysed again.
+    fn accept_manual_rollback(&mut self, revision: TargetRevision) {
+        let mut status = self.next_status();
+        status.last_applied_spec = Some(revision.spec_hash);
+        let phase = status.phase;
+        self.set_status(status, phase);
     }
 
     /// Waits for the primary, then scales the target to zero: all traffic goes to the
@@ -377,9 +398,19 @@ impl Run<'_> {
             .map(|a| a.metrics.clone())
             .unwrap_or_default();
         for metric in &metrics {
-            if let MetricOutcome::Halt(message) = observe.check_metric(metric).await {
-                // Normal, as the seeds' `kubectl describe` shows metric halts.
-                self.normal(message);
+            let mut outcome = observe.check_metric(metric).await;
+            while let MetricOutcome::Noted {
+                warning,
+                outcome: next,
+            } = outcome
+            {
+                self.warning(warning);
+                outcome = *next;
+            }
+            if let MetricOutcome::Halt(message) = outcome {
+                // A Warning, as Flagger records metric halts, "no values found" and
+                // query errors today (the seeds, from 2019, show them as Normal).
+                self.warning(message);
                 return false;
             }
         }
@@ -476,18 +507,9 @@ impl Run<'_> {
     }
 
     async fn run_canary(&mut self, observe: &mut dyn Observe, routes: Routes) {
-        let max_weight = self.canary.max_weight();
-        if routes.canary >= max_weight {
-            if self.promotion_approved(observe).await {
-                self.promote();
-            }
-            return;
-        }
-        let step = self.next_step_weight(routes.canary);
-        if step <= 0 {
-            return;
-        }
-        if !routes.mirrored {
+        // As in Flagger, the traffic-increase gate holds every step of an unmirrored
+        // analysis, the promotion at max weight included.
+        if !routes.mirrored && self.status.phase != CanaryPhase::WaitingPromotion {
             for hook in hooks(self.canary, HookType::ConfirmTrafficIncrease) {
                 if observe
                     .call_webhook(&hook, CanaryPhase::Progressing)
@@ -513,6 +535,17 @@ impl Run<'_> {
                     hook.name
                 ));
             }
+        }
+        let max_weight = self.canary.max_weight();
+        if routes.canary >= max_weight {
+            if self.promotion_approved(observe).await {
+                self.promote();
+            }
+            return;
+        }
+        let step = self.next_step_weight(routes.canary);
+        if step <= 0 {
+            return;
         }
         let mirror = self.canary.analysis().is_some_and(|a| a.mirror);
         let next = if mirror && routes.canary == 0 {
@@ -759,10 +792,16 @@ impl Run<'_> {
             format!("Promotion failed, primary not ready: {message}"),
             false,
         );
-        self.act(Action::SetRoutes(Routes::to_canary(100)));
+        // The kubernetes provider has no split: its apex stays on the primary.
+        let mesh = self.canary.provider() != "kubernetes";
+        if mesh {
+            self.act(Action::SetRoutes(Routes::to_canary(100)));
+        }
         self.act(Action::RunPostRolloutHooks(CanaryPhase::Failed));
         let mut status = self.next_status();
-        status.canary_weight = 100;
+        if mesh {
+            status.canary_weight = 100;
+        }
         self.set_status(status, CanaryPhase::Failed);
     }
 }

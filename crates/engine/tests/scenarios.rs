@@ -26,6 +26,8 @@ struct World {
     webhooks: HashMap<String, bool>,
     /// Metrics by name: the halt message, or pass when unlisted.
     metric_halts: HashMap<String, String>,
+    /// Metrics by name: a warning that comes with their result.
+    metric_notes: HashMap<String, String>,
     webhook_calls: Vec<(String, CanaryPhase)>,
     post_rollout: Vec<CanaryPhase>,
 }
@@ -42,6 +44,7 @@ impl World {
             primary_ready: Readiness::Ready,
             webhooks: HashMap::new(),
             metric_halts: HashMap::new(),
+            metric_notes: HashMap::new(),
             webhook_calls: Vec::new(),
             post_rollout: Vec::new(),
         }
@@ -107,6 +110,7 @@ impl Observe for World {
             Some(m) => MetricOutcome::Halt(m.clone()),
             None => MetricOutcome::Pass,
         }
+        .noted(self.metric_notes.get(&metric.name).cloned())
     }
 }
 
@@ -277,9 +281,13 @@ async fn a_low_success_rate_rolls_back_at_the_threshold() {
     let halts = h
         .events
         .iter()
-        .filter(|e| e.starts_with("Halt podinfo.test advancement success rate 69.17% < 99%"))
+        .filter(|e| *e == "W: Halt podinfo.test advancement success rate 69.17% < 99%")
         .count();
-    assert_eq!(halts, 5, "{:#?}", h.events);
+    assert_eq!(
+        halts, 5,
+        "metric halts are Warnings, as in Flagger: {:#?}",
+        h.events
+    );
     assert_eq!(
         h.events[h.events.len() - 2..],
         [
@@ -309,6 +317,71 @@ async fn a_low_success_rate_rolls_back_at_the_threshold() {
     h.new_revision("rev-3");
     assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
     assert_eq!(h.world.primary_hash, "rev-3");
+}
+
+#[tokio::test]
+async fn a_manual_rollback_to_the_promoted_version_starts_no_analysis() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    h.world.metric_halts.insert(
+        "request-success-rate".into(),
+        "Halt podinfo.test advancement success rate 69.17% < 99%".into(),
+    );
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Failed);
+    h.world.metric_halts.clear();
+    h.events.clear();
+    // The user sets the target back to what the primary runs.
+    h.new_revision("rev-1");
+    for _ in 0..5 {
+        h.step().await;
+    }
+    assert_eq!(h.phase(), CanaryPhase::Failed);
+    assert!(h.events.is_empty(), "{:#?}", h.events);
+    assert!(!h.world.target_scaled_up, "the target stays scaled down");
+    // The failed version, applied again, is analysed again.
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert_eq!(h.world.primary_hash, "rev-2");
+}
+
+#[tokio::test]
+async fn a_metric_from_several_series_is_a_warning_and_its_result_counts() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    let note = "Metric request-success-rate of podinfo.test: the query returned 3 series instead of one, the last one's value 99.5 is used";
+    h.world
+        .metric_notes
+        .insert("request-success-rate".into(), note.into());
+    h.new_revision("rev-2");
+    assert_eq!(
+        h.rollout().await,
+        CanaryPhase::Succeeded,
+        "the value passes"
+    );
+    assert!(
+        h.events.iter().any(|e| *e == format!("W: {note}")),
+        "{:#?}",
+        h.events
+    );
+    // A value that fails still halts, after the same warning.
+    h.events.clear();
+    h.world.metric_halts.insert(
+        "request-success-rate".into(),
+        "Halt podinfo.test advancement success rate 42.00% < 99%".into(),
+    );
+    h.new_revision("rev-3");
+    assert_eq!(h.rollout().await, CanaryPhase::Failed);
+    let at = |text: &str| {
+        h.events
+            .iter()
+            .position(|e| e == text)
+            .unwrap_or_else(|| panic!("no {text:?} in {:#?}", h.events))
+    };
+    assert!(
+        at(&format!("W: {note}"))
+            < at("W: Halt podinfo.test advancement success rate 42.00% < 99%")
+    );
 }
 
 #[tokio::test]
@@ -709,6 +782,39 @@ async fn confirm_traffic_increase_gates_each_step() {
         h.step().await;
     }
     assert_eq!(h.world.routes.canary, 0);
+    assert!(h.events.iter().any(
+        |e| e == "W: Halt podinfo.test advancement waiting for traffic increase approval more"
+    ));
+    h.world.webhooks.insert("more".into(), true);
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+}
+
+#[tokio::test]
+async fn confirm_traffic_increase_also_holds_the_promotion_at_max_weight() {
+    let yaml = with_analysis(
+        "",
+        "    maxWeight: 20\n    stepWeight: 10\n    webhooks:\n    - name: more\n      type: confirm-traffic-increase\n      url: http://tester/gate/check\n",
+    );
+    let mut h = Harness::new(&yaml);
+    h.initialize().await;
+    h.new_revision("rev-2");
+    for _ in 0..10 {
+        h.step().await;
+        if h.world.routes.canary == 20 {
+            break;
+        }
+    }
+    assert_eq!(h.world.routes.canary, 20, "{:#?}", h.events);
+    h.world.webhooks.insert("more".into(), false);
+    h.events.clear();
+    for _ in 0..4 {
+        h.step().await;
+    }
+    assert_eq!(h.phase(), CanaryPhase::Progressing, "{:#?}", h.events);
+    assert_eq!(
+        h.world.primary_hash, "rev-1",
+        "not promoted while the gate is closed"
+    );
     assert!(h.events.iter().any(
         |e| e == "W: Halt podinfo.test advancement waiting for traffic increase approval more"
     ));

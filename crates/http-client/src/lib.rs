@@ -4,6 +4,11 @@
 //!
 //! rustls runs on the `ring` provider (the one kube-rs already links), so no second
 //! crypto library is built.
+//!
+//! Proxies: an explicit proxy URL wins; otherwise the standard `HTTPS_PROXY`,
+//! `HTTP_PROXY` and `NO_PROXY` variables (or their lower-case forms) apply as in Go
+//! programs such as Flagger, and loopback addresses and `localhost` always go
+//! direct, as Go does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +24,7 @@ pub enum ClientError {
 }
 
 /// How a client should behave. `Default` gives a 10 s timeout, certificate
-/// verification on, and no proxy.
+/// verification on, and the environment's proxies.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     pub timeout: Duration,
@@ -37,8 +42,65 @@ impl Default for ClientOptions {
     }
 }
 
-/// Builds a client with the given options.
+/// The proxy settings of the environment, as Go's `http.ProxyFromEnvironment`
+/// reads them: upper case first, then lower case; `ALL_PROXY` is not read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyEnv {
+    /// `HTTP_PROXY`: for `http://` URLs.
+    pub http: Option<String>,
+    /// `HTTPS_PROXY`: for `https://` URLs.
+    pub https: Option<String>,
+    /// `NO_PROXY`: comma-separated hosts and domains (with their subdomains), IPs
+    /// and CIDRs; `*` for all.
+    pub no_proxy: Option<String>,
+}
+
+impl ProxyEnv {
+    /// The settings of this process's environment.
+    pub fn from_env() -> Self {
+        let var = |upper: &str, lower: &str| {
+            [upper, lower]
+                .into_iter()
+                .filter_map(|k| std::env::var(k).ok())
+                .find(|v| !v.trim().is_empty())
+        };
+        Self {
+            http: var("HTTP_PROXY", "http_proxy"),
+            https: var("HTTPS_PROXY", "https_proxy"),
+            no_proxy: var("NO_PROXY", "no_proxy"),
+        }
+    }
+
+    /// The hosts that never go through a proxy: `NO_PROXY`, plus loopback and
+    /// `localhost`, which Go never proxies.
+    fn no_proxy_list(&self) -> String {
+        let mut list = String::from("localhost,127.0.0.0/8,::1");
+        if let Some(n) = self.no_proxy.as_deref().filter(|n| !n.trim().is_empty()) {
+            list.push(',');
+            list.push_str(n);
+        }
+        list
+    }
+}
+
+/// Builds a client with the given options; without `options.proxy`, the
+/// environment's proxies apply (see [`ProxyEnv`]).
 pub fn client(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+    client_with_env(options, Some(&ProxyEnv::from_env()))
+}
+
+/// [`client`] that ignores the environment's proxies (the load tester's `hey`,
+/// which never reads them either).
+pub fn client_without_env_proxy(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+    client_with_env(options, None)
+}
+
+/// [`client`] with the given proxy environment (`None`: no proxy unless
+/// `options.proxy` names one).
+pub fn client_with_env(
+    options: &ClientOptions,
+    env: Option<&ProxyEnv>,
+) -> Result<reqwest::Client, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -67,9 +129,31 @@ pub fn client(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
             })?;
             b.proxy(proxy)
         }
-        // An explicit "no proxy" keeps environment proxies from redirecting loopback
-        // traffic in tests and keeps behaviour predictable in clusters.
-        _ => b.no_proxy(),
+        _ => {
+            // reqwest's own environment lookup is turned off: the variables are
+            // read once, with Go's rules, so every client behaves the same.
+            b = b.no_proxy();
+            if let Some(env) = env {
+                let no_proxy = reqwest::NoProxy::from_string(&env.no_proxy_list());
+                for (url, scheme_http) in [(&env.http, true), (&env.https, false)] {
+                    let Some(url) = url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+                        continue;
+                    };
+                    let proxy = if scheme_http {
+                        reqwest::Proxy::http(url)
+                    } else {
+                        reqwest::Proxy::https(url)
+                    }
+                    .map_err(|source| ClientError::Proxy {
+                        url: url.to_string(),
+                        source,
+                    })?
+                    .no_proxy(no_proxy.clone());
+                    b = b.proxy(proxy);
+                }
+            }
+            b
+        }
     };
     b.build().map_err(ClientError::Build)
 }

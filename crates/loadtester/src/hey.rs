@@ -433,7 +433,7 @@ struct WorkerStats {
 /// Runs a parsed hey command against its URL and returns the report.
 /// `sent` counts every request as it is sent (the load tester's metric).
 pub async fn run(args: &HeyArgs, sent: &Counter) -> Result<Report, HeyError> {
-    let client = serin_http_client::client(&serin_http_client::ClientOptions {
+    let client = serin_http_client::client_without_env_proxy(&serin_http_client::ClientOptions {
         timeout: args.timeout.unwrap_or(NO_TIMEOUT),
         // hey never verifies certificates: load tests hit in-cluster services.
         insecure_skip_verify: true,

@@ -1,6 +1,9 @@
 //! The built-in checks, which need no MetricTemplate: `request-success-rate` and
-//! `request-duration`, from Istio's standard metrics as reported by the destination
-//! (the canary's own sidecar), over the metric's interval.
+//! `request-duration`, over the metric's interval, from the telemetry of the
+//! canary's traffic provider, as Flagger's observers read it: Istio's standard
+//! metrics as reported by the destination (the canary's own sidecar) for `istio`,
+//! the application's own `http_request_duration_seconds` histogram for
+//! `kubernetes`. A provider is one [`Observer`] row in [`observer_for`].
 
 /// A built-in metric check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +15,7 @@ pub enum BuiltinMetric {
 }
 
 /// Percentage of non-5xx responses among all requests the canary workload served.
-const REQUEST_SUCCESS_RATE: &str = r#"
+const ISTIO_REQUEST_SUCCESS_RATE: &str = r#"
 sum(
   rate(
     istio_requests_total{
@@ -37,7 +40,7 @@ sum(
 "#;
 
 /// P99 of the canary workload's request duration histogram, in milliseconds.
-const REQUEST_DURATION: &str = r#"
+const ISTIO_REQUEST_DURATION: &str = r#"
 histogram_quantile(
   0.99,
   sum by (le) (
@@ -51,6 +54,83 @@ histogram_quantile(
   )
 )
 "#;
+
+/// Percentage of non-5xx responses among the requests the canary's pods served,
+/// from the `http_request_duration_seconds` histogram the application exports
+/// (Prometheus' pod labels `kubernetes_namespace`, `kubernetes_pod_name`).
+const HTTP_REQUEST_SUCCESS_RATE: &str = r#"
+sum(
+  rate(
+    http_request_duration_seconds_count{
+      kubernetes_namespace="{{ namespace }}",
+      kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",
+      status!~"5.*"
+    }[{{ interval }}]
+  )
+)
+/
+sum(
+  rate(
+    http_request_duration_seconds_count{
+      kubernetes_namespace="{{ namespace }}",
+      kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
+    }[{{ interval }}]
+  )
+)
+* 100
+"#;
+
+/// P99 of the canary's pods' request duration histogram, in seconds.
+const HTTP_REQUEST_DURATION: &str = r#"
+histogram_quantile(
+  0.99,
+  sum by (le) (
+    rate(
+      http_request_duration_seconds_bucket{
+        kubernetes_namespace="{{ namespace }}",
+        kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
+      }[{{ interval }}]
+    )
+  )
+)
+"#;
+
+/// The built-in queries of one traffic provider's telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observer {
+    /// The name messages use (`istio`, `http`).
+    pub name: &'static str,
+    pub request_success_rate: &'static str,
+    pub request_duration: &'static str,
+    /// The duration query answers in seconds (else milliseconds).
+    pub duration_in_seconds: bool,
+}
+
+/// Istio's telemetry.
+pub const ISTIO: Observer = Observer {
+    name: "istio",
+    request_success_rate: ISTIO_REQUEST_SUCCESS_RATE,
+    request_duration: ISTIO_REQUEST_DURATION,
+    duration_in_seconds: false,
+};
+
+/// The application's own HTTP histogram.
+pub const HTTP: Observer = Observer {
+    name: "http",
+    request_success_rate: HTTP_REQUEST_SUCCESS_RATE,
+    request_duration: HTTP_REQUEST_DURATION,
+    duration_in_seconds: true,
+};
+
+/// The observer of a traffic provider, as Flagger chooses it: `kubernetes` reads
+/// the application's HTTP histogram; Istio, and any provider without its own row,
+/// reads Istio's metrics.
+pub fn observer_for(provider: &str) -> Observer {
+    match provider {
+        "kubernetes" => HTTP,
+        _ => ISTIO,
+    }
+}
 
 impl BuiltinMetric {
     /// The built-in check a metric name stands for, old v1alpha3 names included
@@ -75,11 +155,23 @@ impl BuiltinMetric {
     }
 
     /// The query template (rendered with [`crate::render_query`]) for a traffic
-    /// provider. Istio's telemetry is the only one today, so every provider gets it.
-    pub fn query_template(self, _provider: &str) -> &'static str {
+    /// provider.
+    pub fn query_template(self, provider: &str) -> &'static str {
+        let observer = observer_for(provider);
         match self {
-            BuiltinMetric::RequestSuccessRate => REQUEST_SUCCESS_RATE,
-            BuiltinMetric::RequestDuration => REQUEST_DURATION,
+            BuiltinMetric::RequestSuccessRate => observer.request_success_rate,
+            BuiltinMetric::RequestDuration => observer.request_duration,
+        }
+    }
+
+    /// The query's answer in the check's unit: a percentage for the success rate,
+    /// milliseconds for the duration.
+    pub fn value_from_query(self, provider: &str, value: f64) -> f64 {
+        match self {
+            BuiltinMetric::RequestDuration if observer_for(provider).duration_in_seconds => {
+                value * 1000.0
+            }
+            _ => value,
         }
     }
 }
@@ -123,5 +215,37 @@ mod tests {
             assert!(q.contains(r#"reporter="destination""#), "{q}");
             assert!(q.contains("[30s]"), "{q}");
         }
+    }
+
+    #[test]
+    fn queries_follow_the_provider() {
+        let model = QueryModel {
+            namespace: "test".into(),
+            target: "podinfo".into(),
+            interval: "1m".into(),
+            ..Default::default()
+        };
+        for m in [
+            BuiltinMetric::RequestSuccessRate,
+            BuiltinMetric::RequestDuration,
+        ] {
+            let q = render_query(m.query_template("kubernetes"), &model).unwrap();
+            assert!(q.contains("http_request_duration_seconds_"), "{q}");
+            assert!(!q.contains("istio_"), "{q}");
+            assert!(q.contains(r#"kubernetes_namespace="test""#), "{q}");
+            assert!(
+                q.contains(r#"kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)""#),
+                "{q}"
+            );
+        }
+        assert_eq!(
+            BuiltinMetric::RequestDuration.value_from_query("kubernetes", 0.25),
+            250.0,
+            "the HTTP histogram is in seconds"
+        );
+        assert_eq!(
+            BuiltinMetric::RequestDuration.value_from_query("istio", 250.0),
+            250.0
+        );
     }
 }

@@ -403,6 +403,9 @@ pub struct MetricCheck {
     /// The value, when the provider gave one.
     pub value: Option<f64>,
     pub outcome: CheckOutcome,
+    /// Something the user should know although the check ran: the query gave
+    /// several series and one value was taken from them.
+    pub warning: Option<String>,
 }
 
 /// Runs one metric check end to end: render, query, evaluate. Every failure is a
@@ -422,6 +425,7 @@ pub async fn run_check(
                 query: None,
                 value: None,
                 outcome: CheckOutcome::Halt(e.to_string()),
+                warning: None,
             };
         }
     };
@@ -433,6 +437,7 @@ pub async fn run_check(
                 outcome: CheckOutcome::Halt(config_failure_message(&prepared, &e)),
                 query: Some(prepared.query),
                 value: None,
+                warning: None,
             };
         }
     };
@@ -446,8 +451,23 @@ pub async fn run_prepared(
     prepared: &PreparedQuery,
     provider: &dyn MetricsProvider,
 ) -> MetricCheck {
-    let (outcome, value) = match provider.run_query(&prepared.query).await {
-        Ok(value) => {
+    let mut warning = None;
+    let (outcome, value) = match provider.run_query_value(&prepared.query).await {
+        Ok(answer) => {
+            let value = match prepared.source {
+                QuerySource::Builtin(b) => b.value_from_query(canary.provider(), answer.value),
+                _ => answer.value,
+            };
+            if answer.series > 1 {
+                warning = Some(format!(
+                    "Metric {} of {}.{}: the query returned {} series instead of one, the last one's value {} is used",
+                    prepared.metric,
+                    canary.metadata.name.as_deref().unwrap_or_default(),
+                    canary.metadata.namespace.as_deref().unwrap_or_default(),
+                    answer.series,
+                    go_float(value)
+                ));
+            }
             let outcome = evaluate(
                 canary.metadata.name.as_deref().unwrap_or_default(),
                 canary.metadata.namespace.as_deref().unwrap_or_default(),
@@ -466,6 +486,7 @@ pub async fn run_prepared(
         query: Some(prepared.query.clone()),
         value,
         outcome,
+        warning,
     }
 }
 

@@ -22,5 +22,7 @@ pub use check::{
     evaluate, failure_message, prepare, run_check,
 };
 pub use prometheus::{Credentials, PrometheusOptions, PrometheusProvider};
-pub use provider::{MetricsProvider, ProviderConfigError, ProviderError, ProviderFuture};
+pub use provider::{
+    MetricsProvider, ProviderConfigError, ProviderError, ProviderFuture, QueryValue,
+};
 pub use template::{QueryModel, TemplateError, render_query};

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::provider::{
-    MetricsProvider, ProviderConfigError, ProviderError, ProviderFuture, collapse_whitespace,
+    MetricsProvider, ProviderConfigError, ProviderError, ProviderFuture, QueryValue,
+    collapse_whitespace,
 };
 
 const PROVIDER: &str = "Prometheus";
@@ -182,8 +183,14 @@ impl PrometheusProvider {
         &self.address
     }
 
-    /// Runs one instant query and returns its single value.
+    /// Runs one instant query and returns its value.
     pub async fn query(&self, query: &str) -> Result<f64, ProviderError> {
+        self.query_value(query).await.map(|v| v.value)
+    }
+
+    /// Runs one instant query: its value, and how many series it came from. Of
+    /// several series, the last one's value is taken, as Flagger does.
+    pub async fn query_value(&self, query: &str) -> Result<QueryValue, ProviderError> {
         let query = collapse_whitespace(query);
         let mut url = self.query_url.clone();
         {
@@ -294,7 +301,7 @@ fn parse_response(
     query: &str,
     status: u16,
     body: &[u8],
-) -> Result<f64, ProviderError> {
+) -> Result<QueryValue, ProviderError> {
     let decode = |reason: String| ProviderError::Decode {
         provider: PROVIDER.into(),
         address: address.into(),
@@ -328,28 +335,24 @@ fn parse_response(
         return Err(http_error(address, query, status, body));
     }
     let data = api.data.ok_or_else(|| decode("no data field".into()))?;
+    let mut series = 1;
     let sample = match data.result_type.as_str() {
         "vector" => {
-            let series = data
+            let list = data
                 .result
                 .as_array()
                 .ok_or_else(|| decode("the vector result is not a list".into()))?;
-            match series.as_slice() {
+            series = list.len();
+            match list.as_slice() {
                 [] => {
                     return Err(ProviderError::NoData {
                         query: query.into(),
                     });
                 }
-                [one] => one
+                [.., last] => last
                     .get("value")
                     .cloned()
                     .ok_or_else(|| decode("a sample without value".into()))?,
-                many => {
-                    return Err(ProviderError::SeveralSeries {
-                        query: query.into(),
-                        count: many.len(),
-                    });
-                }
             }
         }
         "scalar" => data.result,
@@ -375,7 +378,9 @@ fn parse_response(
         .get(1)
         .and_then(Value::as_str)
         .ok_or_else(|| decode(format!("a sample that is not [time, \"value\"]: {sample}")))?;
-    parse_sample_value(query, text).map_err(decode)?
+    parse_sample_value(query, text)
+        .map_err(decode)?
+        .map(|value| QueryValue { value, series })
 }
 
 fn http_error(address: &str, query: &str, status: u16, body: &[u8]) -> ProviderError {
@@ -436,6 +441,13 @@ impl MetricsProvider for PrometheusProvider {
         Box::pin(self.query(query))
     }
 
+    fn run_query_value<'a>(
+        &'a self,
+        query: &'a str,
+    ) -> ProviderFuture<'a, Result<QueryValue, ProviderError>> {
+        Box::pin(self.query_value(query))
+    }
+
     fn is_online(&self) -> ProviderFuture<'_, Result<(), ProviderError>> {
         Box::pin(async move {
             let value = self.query(ONLINE_QUERY).await?;
@@ -461,7 +473,28 @@ mod tests {
     use super::*;
 
     fn parse(status: u16, body: &str) -> Result<f64, ProviderError> {
-        parse_response("http://prom:9090", "q", status, body.as_bytes())
+        parse_response("http://prom:9090", "q", status, body.as_bytes()).map(|v| v.value)
+    }
+
+    #[test]
+    fn several_series_give_the_last_value_and_their_count() {
+        let v = parse_response(
+            "http://prom:9090",
+            "q",
+            200,
+            br#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"pod":"a"},"value":[1.5,"98"]},
+                {"metric":{"pod":"b"},"value":[1.5,"97"]},
+                {"metric":{"pod":"c"},"value":[1.5,"42.5"]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            QueryValue {
+                value: 42.5,
+                series: 3
+            }
+        );
     }
 
     #[test]

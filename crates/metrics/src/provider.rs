@@ -9,11 +9,33 @@ use std::time::Duration;
 /// `Arc<dyn MetricsProvider>` and be chosen at run time from a MetricTemplate.
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A query's value, and how many series the answer held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryValue {
+    pub value: f64,
+    /// 1 for a single series or a scalar; more when the value was taken from
+    /// one of several series, as Flagger does (the caller says so in a Warning).
+    pub series: usize,
+}
+
 /// A backend that answers a query with one number.
 pub trait MetricsProvider: Send + Sync {
-    /// Runs `query` and returns its single value. Empty results, NaN, infinities,
-    /// several series and every transport or query error are errors, never a number.
+    /// Runs `query` and returns its value. Empty results, NaN, infinities and
+    /// every transport or query error are errors, never a number.
     fn run_query<'a>(&'a self, query: &'a str) -> ProviderFuture<'a, Result<f64, ProviderError>>;
+
+    /// [`MetricsProvider::run_query`], saying how many series the value came
+    /// from. A provider whose answers can hold several series overrides it.
+    fn run_query_value<'a>(
+        &'a self,
+        query: &'a str,
+    ) -> ProviderFuture<'a, Result<QueryValue, ProviderError>> {
+        Box::pin(async move {
+            self.run_query(query)
+                .await
+                .map(|value| QueryValue { value, series: 1 })
+        })
+    }
 
     /// Checks that the provider answers a trivial query.
     fn is_online(&self) -> ProviderFuture<'_, Result<(), ProviderError>>;
@@ -32,8 +54,6 @@ pub enum ProviderError {
     NaN { query: String },
     #[error("{value} instead of a finite number for query {query}")]
     Infinite { query: String, value: String },
-    #[error("{count} series where one value is expected for query {query}")]
-    SeveralSeries { query: String, count: usize },
     #[error("a {result_type} where one value is expected for query {query}")]
     UnexpectedResultType { query: String, result_type: String },
     #[error("{provider} query error ({error_type}): {message}, for query {query}")]

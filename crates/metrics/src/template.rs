@@ -1,6 +1,11 @@
-//! MetricTemplate queries: `{{ namespace }}`, `{{ target }}`, `{{ interval }}`,
-//! `{{ service }}`, `{{ ingress }}`, `{{ variables.NAME }}` (and Flagger's `name`
-//! and `route`), with any spacing inside the braces.
+//! MetricTemplate queries, rendered as Flagger renders them: with Go's
+//! `text/template` (the `gotmpl` crate), the model's fields as functions
+//! (`{{ namespace }}`, `{{ target }}`, `{{ interval }}`, `{{ service }}`,
+//! `{{ ingress }}`, `{{ name }}`, `{{ route }}`, `{{ variables.NAME }}`) and a
+//! missing key an error. Conditionals, pipes, `printf`, `index`, template
+//! variables and every other built-in of Go's templates work as in Flagger.
+//! The same names are also fields of the data (`{{ .namespace }}`), which
+//! earlier serin accepted.
 
 use std::collections::BTreeMap;
 
@@ -65,11 +70,6 @@ impl QueryModel {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "unknown placeholder {{{{ {placeholder} }}}} at byte {offset} of the query (known: {})",
-        PLACEHOLDERS.join(", ")
-    )]
-    UnknownPlaceholder { placeholder: String, offset: usize },
-    #[error(
         "the query uses {{{{ variables.{variable} }}}} but templateVariables has no {variable:?}{}",
         known_variables(.known)
     )]
@@ -77,8 +77,10 @@ pub enum TemplateError {
         variable: String,
         known: Vec<String>,
     },
-    #[error("unclosed {{{{ at byte {offset} of the query")]
-    Unclosed { offset: usize },
+    #[error("template parsing failed: {message} (the model's names: {})", PLACEHOLDERS.join(", "))]
+    Parse { message: String },
+    #[error("template execution failed: {message}")]
+    Execute { message: String },
 }
 
 fn known_variables(known: &[String]) -> String {
@@ -89,79 +91,66 @@ fn known_variables(known: &[String]) -> String {
     }
 }
 
-/// Replaces every `{{ ... }}` in `query` with its value from `model`.
-pub fn render_query(query: &str, model: &QueryModel) -> Result<String, TemplateError> {
-    let mut out = String::with_capacity(query.len());
-    let mut rest = query;
-    let mut consumed = 0;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after_open = &rest[start + 2..];
-        let Some(len) = after_open.find("}}") else {
-            return Err(TemplateError::Unclosed {
-                offset: consumed + start,
-            });
-        };
-        let inner = &after_open[..len];
-        // Go templates trim surrounding whitespace with `{{-` and `-}}`.
-        let (inner, trim_before) = match inner.strip_prefix('-') {
-            Some(i) if i.starts_with(char::is_whitespace) => (i, true),
-            _ => (inner, false),
-        };
-        let (inner, trim_after) = match inner.strip_suffix('-') {
-            Some(i) if i.ends_with(char::is_whitespace) => (i, true),
-            _ => (inner, false),
-        };
-        if trim_before {
-            let kept = out.trim_end().len();
-            out.truncate(kept);
-        }
-        let placeholder = inner.trim();
-        out.push_str(&value_of(placeholder, model, consumed + start)?);
-        let next = start + 2 + len + 2;
-        consumed += next;
-        rest = &rest[next..];
-        if trim_after {
-            let trimmed = rest.trim_start();
-            consumed += rest.len() - trimmed.len();
-            rest = trimmed;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
+/// The most `range` iterations one rendering may take: a query template is small.
+const MAX_RANGE_ITERATIONS: u64 = 10_000;
+
+fn text(value: &str) -> gotmpl::Value {
+    gotmpl::Value::String(value.into())
 }
 
-fn value_of(placeholder: &str, model: &QueryModel, offset: usize) -> Result<String, TemplateError> {
-    // Flagger's docs write `{{ namespace }}`; Go template users also write `{{ .namespace }}`.
-    let name = placeholder.strip_prefix('.').unwrap_or(placeholder);
-    let value = match name {
-        "name" => &model.name,
-        "namespace" => &model.namespace,
-        "target" => &model.target,
-        "service" => &model.service,
-        "ingress" => &model.ingress,
-        "route" => &model.route,
-        "interval" => &model.interval,
-        _ => {
-            let variable = name
-                .strip_prefix("variables.")
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && !v.contains(char::is_whitespace));
-            let Some(variable) = variable else {
-                return Err(TemplateError::UnknownPlaceholder {
-                    placeholder: placeholder.to_string(),
-                    offset,
-                });
-            };
-            return model.variables.get(variable).cloned().ok_or_else(|| {
+/// Renders `query` with Go's template semantics against `model`.
+pub fn render_query(query: &str, model: &QueryModel) -> Result<String, TemplateError> {
+    let variables = gotmpl::Value::Map(std::sync::Arc::new(
+        model
+            .variables
+            .iter()
+            .map(|(k, v)| (std::sync::Arc::<str>::from(k.as_str()), text(v)))
+            .collect(),
+    ));
+    let fields: [(&str, &str); 7] = [
+        ("name", &model.name),
+        ("namespace", &model.namespace),
+        ("target", &model.target),
+        ("service", &model.service),
+        ("ingress", &model.ingress),
+        ("route", &model.route),
+        ("interval", &model.interval),
+    ];
+    let mut template = gotmpl::Template::new("tmpl")
+        .missing_key(gotmpl::MissingKey::Error)
+        .max_range_iters(MAX_RANGE_ITERATIONS);
+    let mut data = std::collections::BTreeMap::new();
+    for (key, value) in fields {
+        let v = text(value);
+        data.insert(std::sync::Arc::<str>::from(key), v.clone());
+        template = template.func(key, move |_| Ok(v.clone()));
+    }
+    data.insert(std::sync::Arc::<str>::from("variables"), variables.clone());
+    let template = template
+        .func("variables", move |_| Ok(variables.clone()))
+        .parse(query)
+        .map_err(|e| TemplateError::Parse {
+            message: e.to_string(),
+        })?;
+    template
+        .execute_to_string(&gotmpl::Value::Map(std::sync::Arc::new(data)))
+        .map_err(|e| match e {
+            gotmpl::TemplateError::MissingKey { key } if !model.variables.contains_key(&key) => {
                 TemplateError::MissingVariable {
-                    variable: variable.to_string(),
+                    variable: key,
                     known: model.variables.keys().cloned().collect(),
                 }
-            });
-        }
-    };
-    Ok(value.clone())
+            }
+            gotmpl::TemplateError::UndefinedFunction(f) => TemplateError::Execute {
+                message: format!(
+                    "function {f:?} not defined (the model's names: {})",
+                    PLACEHOLDERS.join(", ")
+                ),
+            },
+            other => TemplateError::Execute {
+                message: other.to_string(),
+            },
+        })
 }
 
 #[cfg(test)]
@@ -177,38 +166,75 @@ mod tests {
             ingress: "podinfo-ing".into(),
             route: "podinfo".into(),
             interval: "30s".into(),
-            variables: [("direction".to_string(), "inbound".to_string())].into(),
+            variables: [
+                ("direction".to_string(), "inbound".to_string()),
+                ("codes".to_string(), "5..".to_string()),
+            ]
+            .into(),
         }
+    }
+
+    fn render(q: &str) -> String {
+        render_query(q, &model()).unwrap()
     }
 
     #[test]
     fn renders_every_placeholder_with_free_spacing() {
-        let q = "a{{namespace}} {{ target }} {{   interval}} {{service  }} {{ ingress }} {{ variables.direction }} {{ .name }}";
+        let q = "a{{namespace}} {{ target }} {{   interval}} {{service  }} {{ ingress }} {{ variables.direction }} {{ .name }} {{ route }}";
         assert_eq!(
-            render_query(q, &model()).unwrap(),
-            "atest podinfo 30s podinfo-svc podinfo-ing inbound podinfo"
+            render(q),
+            "atest podinfo 30s podinfo-svc podinfo-ing inbound podinfo podinfo"
         );
     }
 
     #[test]
     fn go_trim_markers_remove_whitespace() {
+        assert_eq!(render("x   {{- namespace -}}   y"), "xtesty");
+    }
+
+    /// What Flagger's users write: conditionals on variables, pipes, printf,
+    /// index, template variables, comparisons and `with`.
+    #[test]
+    fn go_template_constructs_render_as_in_go() {
         assert_eq!(
-            render_query("x   {{- namespace -}}   y", &model()).unwrap(),
-            "xtesty"
+            render(
+                r#"{{ if eq (index variables "direction") "inbound" }}in{{ else }}out{{ end }}"#
+            ),
+            "in"
         );
+        assert_eq!(
+            render(r#"{{ printf "%s-%s" namespace target }}"#),
+            "test-podinfo"
+        );
+        assert_eq!(render(r#"{{ target | printf "%q" }}"#), r#""podinfo""#);
+        assert_eq!(
+            render(r#"{{ $ns := namespace }}{{ $ns }}/{{ $ns | len }}"#),
+            "test/4"
+        );
+        assert_eq!(
+            render(r#"{{ with variables.codes }}code=~"{{ . }}"{{ end }}"#),
+            r#"code=~"5..""#
+        );
+        assert_eq!(
+            render(r#"{{ range $k, $v := variables }}{{ $k }}={{ $v }};{{ end }}"#),
+            "codes=5..;direction=inbound;"
+        );
+        assert_eq!(
+            render(r#"{{ if and (ne interval "") (not (eq name "x")) }}ok{{ end }}"#),
+            "ok"
+        );
+        assert_eq!(render(r#"{{/* a comment */}}q"#), "q");
     }
 
     #[test]
-    fn unknown_placeholder_is_named() {
+    fn unknown_function_is_an_error_naming_it() {
         let err = render_query("sum(x{ns=\"{{ nmespace }}\"})", &model()).unwrap_err();
-        assert_eq!(
-            err,
-            TemplateError::UnknownPlaceholder {
-                placeholder: "nmespace".into(),
-                offset: 10
-            }
+        let text = err.to_string();
+        assert!(text.contains("nmespace"), "{text}");
+        assert!(
+            text.contains("namespace"),
+            "the known names are listed: {text}"
         );
-        assert!(err.to_string().contains("{{ nmespace }}"), "{err}");
     }
 
     #[test]
@@ -222,12 +248,12 @@ mod tests {
     #[test]
     fn unclosed_braces_are_an_error() {
         let err = render_query("rate(x[{{ interval ]", &model()).unwrap_err();
-        assert_eq!(err, TemplateError::Unclosed { offset: 7 });
+        assert!(matches!(err, TemplateError::Parse { .. }), "{err:?}");
     }
 
     #[test]
     fn text_without_placeholders_is_unchanged() {
         let q = "sum(rate(x{a=~\"5.*\"}[1m])) by (le)";
-        assert_eq!(render_query(q, &model()).unwrap(), q);
+        assert_eq!(render(q), q);
     }
 }

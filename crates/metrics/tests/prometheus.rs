@@ -129,6 +129,80 @@ async fn builtin_checks_give_the_known_success_rate_and_p99() {
 }
 
 #[tokio::test]
+async fn kubernetes_provider_builtins_read_the_http_histogram() {
+    let traffic = Traffic::istio();
+    let prometheus = Prometheus::start(&traffic);
+    let manifests = Manifests::load(&prometheus.url());
+    let mut canary = manifests.canary("podinfo").clone();
+    canary.spec.provider = Some("kubernetes".into());
+    let (histogram, expected_rate) = traffic.http_canary();
+    let expected_p99 = interpolated_quantile(0.99, &histogram);
+    let [rate_metric, duration_metric] = metrics(&canary).try_into().expect("two metrics");
+
+    let rate = run_check(&canary, &rate_metric, None, None, &context()).await;
+    let query = rate.query.clone().unwrap_or_default();
+    assert!(
+        query.contains("http_request_duration_seconds_count"),
+        "{query}"
+    );
+    assert_close(
+        rate.value.expect("a success rate"),
+        expected_rate,
+        "success rate",
+    );
+    assert_eq!(
+        halt_text(&rate.outcome),
+        format!("Halt podinfo.test advancement success rate {expected_rate:.2}% < 99%")
+    );
+
+    let duration = run_check(&canary, &duration_metric, None, None, &context()).await;
+    let value = duration.value.expect("a P99");
+    assert_close(value, expected_p99, "P99 in milliseconds");
+    assert!(expected_p99 < 500.0, "{expected_p99}");
+    assert_eq!(duration.outcome, CheckOutcome::Pass);
+}
+
+/// A query that gives several series: Flagger takes one value; serin does too and
+/// says how many series came back. Its Go template uses a conditional and printf.
+#[tokio::test]
+async fn several_series_give_a_value_and_a_warning() {
+    let traffic = Traffic::istio();
+    let prometheus = Prometheus::start(&traffic);
+    let manifests = Manifests::load(&prometheus.url());
+    let canary = manifests.canary("podinfo");
+    let metric = CanaryMetric {
+        name: "per-code".into(),
+        query: Some(
+            r#"sort(sum by (response_code) (rate(istio_requests_total{ {{- if eq namespace "test" }}reporter="destination",{{ end -}}
+               destination_workload_namespace="{{ namespace }}",{{ printf "destination_workload=%q" target }}}[{{ interval }}])))"#
+                .into(),
+        ),
+        interval: Some("1m".into()),
+        threshold_range: Some(serin_api::canary::ThresholdRange {
+            min: None,
+            max: Some(10.0),
+        }),
+        ..Default::default()
+    };
+    let check = run_check(canary, &metric, None, None, &context()).await;
+    assert_close(
+        check.value.expect("a value"),
+        37.0,
+        "the last of the sorted series",
+    );
+    assert_eq!(
+        halt_text(&check.outcome),
+        "Halt podinfo.test advancement per-code 37.00 > 10"
+    );
+    assert_eq!(
+        check.warning.as_deref(),
+        Some(
+            "Metric per-code of podinfo.test: the query returned 4 series instead of one, the last one's value 37 is used"
+        )
+    );
+}
+
+#[tokio::test]
 async fn old_metric_names_run_the_builtin_checks() {
     let traffic = Traffic::istio();
     let prometheus = Prometheus::start(&traffic);
@@ -369,13 +443,11 @@ async fn unusable_answers_are_errors_that_name_the_query() {
     );
     assert!(text.contains("sum(rate(x[1m])"), "{text}");
 
-    let several = r#"istio_requests_total{destination_workload="podinfo"}"#;
-    let err = provider.query(several).await.unwrap_err();
-    assert!(
-        matches!(err, ProviderError::SeveralSeries { count, .. } if count > 1),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains(several), "{err}");
+    // Several series: the last one's value, as Flagger takes it, and their count.
+    let several = r#"sort(rate(istio_requests_total{reporter="destination",destination_workload_namespace="test",destination_workload="podinfo"}[1m]))"#;
+    let answer = provider.query_value(several).await.expect("a value");
+    assert_eq!(answer.series, 4);
+    assert_close(answer.value, 37.0, "the last series");
 
     let err = provider.query("0/0").await.unwrap_err();
     assert!(

@@ -112,6 +112,33 @@ pub fn filter_metadata(meta: Option<&BTreeMap<String, String>>) -> BTreeMap<Stri
         .collect()
 }
 
+/// Flux's opt-out annotations, set on the routing objects serin makes, as Flagger
+/// sets them, so that kustomize-controller and helm-controller leave them to serin.
+pub const FLUX_OPT_OUT: [(&str, &str); 2] = [
+    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
+    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
+];
+
+/// Annotations of a routing object (service, VirtualService): the user's without
+/// Flux's own, plus [`FLUX_OPT_OUT`].
+pub fn router_annotations(meta: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    let mut out = filter_metadata(meta);
+    add_flux_opt_out(&mut out);
+    out
+}
+
+/// Adds [`FLUX_OPT_OUT`] to `annotations`; true when one was missing.
+pub fn add_flux_opt_out(annotations: &mut BTreeMap<String, String>) -> bool {
+    let mut changed = false;
+    for (k, v) in FLUX_OPT_OUT {
+        if annotations.get(k).map(String::as_str) != Some(v) {
+            annotations.insert(k.to_string(), v.to_string());
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// The entries whose key starts with one of the prefixes (`*` matches all), without
 /// Flux's own.
 pub fn include_by_prefix(

@@ -108,6 +108,7 @@ impl Checks for LiveChecks {
             CheckOutcome::Pass => MetricOutcome::Pass,
             CheckOutcome::Halt(m) => MetricOutcome::Halt(m),
         }
+        .noted(check.warning)
     }
 }
 

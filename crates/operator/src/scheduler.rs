@@ -84,7 +84,8 @@ async fn worth_running_now(
                 &canary,
                 crate::workload::WorkloadOptions {
                     clock: ctx.clock,
-                    ..Default::default()
+                    labels: ctx.options.labels.clone(),
+                    skip_config_tracking: !ctx.options.config_tracking,
                 },
             ) else {
                 return false;
@@ -107,7 +108,8 @@ async fn worth_running_now(
         &canary,
         crate::workload::WorkloadOptions {
             clock: ctx.clock,
-            ..Default::default()
+            labels: ctx.options.labels.clone(),
+            skip_config_tracking: !ctx.options.config_tracking,
         },
     ) else {
         return false;

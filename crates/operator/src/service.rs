@@ -147,7 +147,7 @@ fn service_metadata(
 ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut l = metadata.map(|m| m.labels.clone()).unwrap_or_default();
     l.insert(selector.key.clone(), name.to_string());
-    let a = labels::filter_metadata(metadata.map(|m| &m.annotations));
+    let a = labels::router_annotations(metadata.map(|m| &m.annotations));
     (l, a)
 }
 
@@ -233,6 +233,14 @@ pub fn updated_service(canary: &Canary, current: &Service, desired: &Service) ->
             next.metadata.annotations = Some(a).filter(|a| !a.is_empty());
             changed = true;
         }
+    } else {
+        // A service the user made keeps its metadata, but Flux must not put its
+        // selector back on the target's pods.
+        let mut a = next.metadata.annotations.clone().unwrap_or_default();
+        if labels::add_flux_opt_out(&mut a) {
+            next.metadata.annotations = Some(a);
+            changed = true;
+        }
     }
     changed.then_some(next)
 }
@@ -268,43 +276,14 @@ pub async fn reconcile_service(
     Ok(applied)
 }
 
-/// Which pods the apex service selects now (`None` when it does not exist).
-pub async fn apex_backend(
+/// Creates or updates the canary and primary services (not the apex, which
+/// clients call): safe before the primary is ready, as nothing calls them yet.
+pub async fn reconcile_backend_services(
     client: &Client,
     canary: &Canary,
     pods: &TargetPods,
-) -> Result<Option<Backend>> {
-    let namespace = labels::namespace_of(canary)?;
-    let api: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let (apex, _, _) = canary.service_names();
-    let svc = api.get_opt(&apex).await.map_err(|e| {
-        Error::kube(
-            format!(
-                "service {} get query error",
-                labels::dotted(&apex, &namespace)
-            ),
-            e,
-        )
-    })?;
-    Ok(svc.map(|s| {
-        let selector = s.spec.and_then(|s| s.selector).unwrap_or_default();
-        if selector == pods.selector.canary_selector() {
-            Backend::Canary
-        } else {
-            Backend::Primary
-        }
-    }))
-}
-
-/// Creates or updates the canary and primary services, and the apex service
-/// selecting `apex`.
-pub async fn reconcile_services(
-    client: &Client,
-    canary: &Canary,
-    pods: &TargetPods,
-    apex: Backend,
 ) -> Result<()> {
-    let (apex_name, primary_name, canary_name) = canary.service_names();
+    let (_, primary_name, canary_name) = canary.service_names();
     let s = &canary.spec.service;
     reconcile_service(
         client,
@@ -324,7 +303,28 @@ pub async fn reconcile_services(
         s.primary.as_ref(),
     )
     .await?;
-    reconcile_service(client, canary, &apex_name, pods, apex, s.apex.as_ref()).await?;
+    Ok(())
+}
+
+/// Creates or updates the canary and primary services, and the apex service
+/// selecting `apex`.
+pub async fn reconcile_services(
+    client: &Client,
+    canary: &Canary,
+    pods: &TargetPods,
+    apex: Backend,
+) -> Result<()> {
+    reconcile_backend_services(client, canary, pods).await?;
+    let (apex_name, _, _) = canary.service_names();
+    reconcile_service(
+        client,
+        canary,
+        &apex_name,
+        pods,
+        apex,
+        canary.spec.service.apex.as_ref(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -480,7 +480,18 @@ mod tests {
         );
         assert_eq!(
             svc.metadata.annotations.unwrap(),
-            BTreeMap::from([("a".into(), "1".into())])
+            BTreeMap::from([
+                ("a".into(), "1".into()),
+                (
+                    "helm.toolkit.fluxcd.io/driftDetection".into(),
+                    "disabled".into()
+                ),
+                (
+                    "kustomize.toolkit.fluxcd.io/reconcile".into(),
+                    "disabled".into()
+                ),
+            ]),
+            "Flux's own annotations are dropped, its opt-out ones set, as Flagger does"
         );
         let spec = svc.spec.unwrap();
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
@@ -494,7 +505,15 @@ mod tests {
         let desired = desired_service(&c, "podinfo", &p, Backend::Primary, None).unwrap();
         let mut current = desired.clone();
         current.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30080);
-        current.metadata.annotations = Some(BTreeMap::from([("keep".into(), "me".into())]));
+        let with_opt_out = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            let mut m: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            labels::add_flux_opt_out(&mut m);
+            m
+        };
+        current.metadata.annotations = Some(with_opt_out(&[("keep", "me")]));
         assert!(
             updated_service(&c, &current, &desired).is_none(),
             "nothing to change"
@@ -511,13 +530,16 @@ mod tests {
         assert_eq!(spec.ports.unwrap()[0].node_port, Some(30080));
         assert_eq!(
             next.metadata.annotations.unwrap(),
-            BTreeMap::from([("keep".into(), "me".into())])
+            with_opt_out(&[("keep", "me")])
         );
 
-        // A service the user made keeps its own metadata.
+        // A service the user made keeps its own metadata, plus Flux's opt-out.
         let mut theirs = current.clone();
         theirs.metadata.owner_references = None;
         let next = updated_service(&c, &theirs, &desired).unwrap();
-        assert_eq!(next.metadata.annotations.unwrap().len(), 2);
+        assert_eq!(
+            next.metadata.annotations.unwrap(),
+            with_opt_out(&[("keep", "me"), ("drop", "x")])
+        );
     }
 }

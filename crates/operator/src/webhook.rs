@@ -1,8 +1,11 @@
 //! The webhook caller: POSTs Flagger's JSON payload to a canary's webhooks.
 //!
-//! Any 2xx answer is a pass. A failed call is retried `retries` times; every attempt is
-//! bounded by the webhook's `timeout` (10s by default). `disableTLS: true` skips the
-//! verification of the server's certificate, as in Flagger.
+//! As in Flagger: 200, 201 and 202 pass; the error of any other answer is its body.
+//! A connection error, a timeout, a 429 or a 5xx (but 501) is retried `retries`
+//! times, after 1s, 2s, 4s... (at most 30s), as Flagger's retrying client does; other
+//! answers are final. Every attempt is bounded by the webhook's `timeout` (10s by
+//! default). `disableTLS: true` skips the verification of the server's
+//! certificate.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,13 +36,31 @@ pub fn payload(
         name: canary.metadata.name.clone().unwrap_or_default(),
         namespace: canary.metadata.namespace.clone().unwrap_or_default(),
         phase,
-        checksum: status
+        checksum: match status
             .last_applied_spec
-            .clone()
+            .as_deref()
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| spec_checksum(canary)),
+        {
+            Some(applied) => revision_checksum(applied, status.tracked_configs.as_ref()),
+            None => spec_checksum(canary),
+        },
         metadata,
     }
+}
+
+/// The checksum of a revision, as Flagger's covers it: the target's spec and its
+/// tracked ConfigMaps and Secrets, so a config-only revision has a new one.
+fn revision_checksum(applied: &str, tracked: Option<&BTreeMap<String, String>>) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(applied.as_bytes());
+    for (name, sum) in tracked.into_iter().flatten() {
+        hasher.update(b"\n");
+        hasher.update(name.as_bytes());
+        hasher.update(b"=");
+        hasher.update(sum.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
 }
 
 /// A stable checksum of the canary spec, for payloads sent before the first revision is
@@ -89,28 +110,39 @@ impl WebhookCaller {
                     .json(&body)
                     .send()
                     .await
-                    .map_err(|e| describe(&e, timeout))?;
-                let status = response.status();
+                    .map_err(|e| (describe(&e, timeout), true))?;
+                let status = response.status().as_u16();
                 let text = response.text().await.unwrap_or_default();
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(
-                        format!("{} {}", status.as_u16(), truncate(text.trim(), 256))
-                            .trim()
-                            .to_string(),
-                    )
+                if (200..=202).contains(&status) {
+                    return Ok(());
                 }
+                let text = truncate(text.trim(), 256);
+                let message = if text.is_empty() {
+                    status.to_string()
+                } else {
+                    text.to_string()
+                };
+                Err((message, is_retried(status)))
             })
             .await;
             match sent {
                 Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => last = e,
+                Ok(Err((e, retry))) => {
+                    last = e;
+                    if !retry {
+                        break;
+                    }
+                }
                 Err(_) => last = format!("timeout after {}s", timeout.as_secs_f64()),
             }
         }
         Err(last)
     }
+}
+
+/// The answers Flagger's retrying client tries again.
+fn is_retried(status: u16) -> bool {
+    status == 429 || (status >= 500 && status != 501)
 }
 
 /// A transport error in words: the timeout, or the innermost cause.
@@ -125,8 +157,9 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     format!("{e}: {cause}")
 }
 
+/// 1s before the first retry, doubling, at most 30s.
 fn retry_delay(attempt: usize) -> Duration {
-    Duration::from_millis(200 * (1 << attempt.min(4)) as u64)
+    Duration::from_secs((1u64 << (attempt.saturating_sub(1)).min(5)).min(30))
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -159,5 +192,36 @@ mod tests {
         assert_eq!(p.namespace, "test");
         assert_eq!(p.metadata.get("cmd").map(String::as_str), Some("hey"));
         assert_eq!(p.checksum.len(), 16);
+    }
+
+    #[test]
+    fn the_checksum_covers_the_tracked_configs() {
+        let mut canary = Canary::new("podinfo", Default::default());
+        let hook = CanaryWebhook::default();
+        let at =
+            |c: &Canary| payload(c, &hook, CanaryPhase::Progressing, &BTreeMap::new()).checksum;
+        let mut status = serin_api::canary::CanaryStatus {
+            last_applied_spec: Some("5d8f6c7b9".into()),
+            tracked_configs: Some(BTreeMap::from([("configmap/podinfo".into(), "a1".into())])),
+            ..Default::default()
+        };
+        canary.status = Some(status.clone());
+        let before = at(&canary);
+        assert_eq!(before, at(&canary), "stable");
+        status.tracked_configs = Some(BTreeMap::from([("configmap/podinfo".into(), "b2".into())]));
+        canary.status = Some(status);
+        assert_ne!(
+            before,
+            at(&canary),
+            "a config-only revision has a new checksum"
+        );
+    }
+
+    #[test]
+    fn retries_back_off_as_flaggers_client() {
+        let delays: Vec<u64> = (1..=7).map(|a| retry_delay(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert!(is_retried(500) && is_retried(503) && is_retried(429));
+        assert!(!is_retried(501) && !is_retried(403) && !is_retried(404));
     }
 }

@@ -95,7 +95,7 @@ async fn posts_the_flagger_payload_and_passes_on_2xx() {
     assert_eq!(body["name"], "podinfo");
     assert_eq!(body["namespace"], "test");
     assert_eq!(body["phase"], "Progressing");
-    assert_eq!(body["checksum"], "5d8f6c7b9");
+    assert_eq!(body["checksum"].as_str().map(str::len), Some(16));
     assert_eq!(
         body["metadata"]["cmd"],
         "hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/"
@@ -117,7 +117,7 @@ async fn a_failure_names_status_and_body_and_retries_are_honoured() {
         )
         .await
         .expect_err("403 fails");
-    assert_eq!(err, "403 gate closed");
+    assert_eq!(err, "gate closed", "the error is the body, as in Flagger");
     assert_eq!(
         server.bodies.lock().unwrap().len(),
         1,
@@ -132,6 +132,33 @@ async fn a_failure_names_status_and_body_and_retries_are_honoured() {
         .await
         .expect("the third attempt passes");
     assert_eq!(server.bodies.lock().unwrap().len(), 4);
+
+    // A closed gate (4xx) is final: retries are for 5xx and connection errors.
+    server.bodies.lock().unwrap().clear();
+    *server.answers.lock().unwrap() = vec![403, 403, 403];
+    caller
+        .call(&canary(), &hook, CanaryPhase::Progressing, &BTreeMap::new())
+        .await
+        .expect_err("403 fails");
+    assert_eq!(
+        server.bodies.lock().unwrap().len(),
+        1,
+        "a 403 is not retried"
+    );
+
+    // 201 and 202 pass as in Flagger; 204 does not.
+    for (code, passes) in [(201, true), (202, true), (204, false)] {
+        *server.answers.lock().unwrap() = vec![code];
+        let result = caller
+            .call(
+                &canary(),
+                &webhook(format!("{base}/")),
+                CanaryPhase::Progressing,
+                &BTreeMap::new(),
+            )
+            .await;
+        assert_eq!(result.is_ok(), passes, "{code}: {result:?}");
+    }
 }
 
 #[tokio::test]

@@ -147,6 +147,19 @@ async fn podinfo_gets_exactly_the_objects_of_the_istio_guide() {
     let v = vs(&client, "test", "podinfo").await;
     assert_eq!(v.owner_references()[0].name, "podinfo");
     assert_eq!(
+        v.annotations()
+            .get("kustomize.toolkit.fluxcd.io/reconcile")
+            .map(String::as_str),
+        Some("disabled"),
+        "Flux leaves the VirtualService to the operator"
+    );
+    assert_eq!(
+        v.annotations()
+            .get("helm.toolkit.fluxcd.io/driftDetection")
+            .map(String::as_str),
+        Some("disabled")
+    );
+    assert_eq!(
         serde_json::to_value(&v.spec).unwrap(),
         json!({
             "hosts": ["app.example.com", "podinfo"],
@@ -569,20 +582,55 @@ async fn an_existing_virtual_service_is_taken_over_and_restored() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn kubernetes_provider_switches_the_apex_service() {
+async fn kubernetes_provider_points_the_apex_service_at_the_primary() {
     let (_sb, client) = sandbox(Clock::system()).await;
     apply(&client, &read(&data_path("podinfo.yaml"))).await;
     let mut canary = seed_canary("tests/fixtures/seeds/istio-guide/podinfo-canary.yaml");
     canary.spec.provider = Some("kubernetes".into());
     canary.spec.service.port_discovery = true;
     let canary = create_canary(&client, canary).await;
+    // The app ran before it was put under a Canary: its own Service selects the
+    // target's pods, which the initialisation then scales to zero.
+    let existing: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {"selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "test")
+        .create(&PostParams::default(), &existing)
+        .await
+        .unwrap();
     let router = router_for(client.clone(), &canary).unwrap();
     router.reconcile(&canary).await.unwrap();
     let selector = |s: Service| s.spec.unwrap().selector.unwrap()["app"].clone();
     assert_eq!(
         selector(svc(&client, "test", "podinfo").await),
-        "podinfo-primary"
+        "podinfo-primary",
+        "the user's apex service now selects the primary, as in Flagger"
     );
+    // Flux and Helm leave the routing objects to the operator (Flagger's own e2e
+    // test checks these two on the apex service).
+    for name in ["podinfo", "podinfo-primary", "podinfo-canary"] {
+        let a = svc(&client, "test", name).await.annotations().clone();
+        assert_eq!(
+            a.get("kustomize.toolkit.fluxcd.io/reconcile")
+                .map(String::as_str),
+            Some("disabled"),
+            "{name}: {a:?}"
+        );
+        assert_eq!(
+            a.get("helm.toolkit.fluxcd.io/driftDetection")
+                .map(String::as_str),
+            Some("disabled"),
+            "{name}: {a:?}"
+        );
+    }
+    assert_eq!(
+        selector(svc(&client, "test", "podinfo-canary").await),
+        "podinfo"
+    );
+    assert_eq!(router.get_routes(&canary).await.unwrap(), Routes::PRIMARY);
     let ports: Vec<(String, i32)> = svc(&client, "test", "podinfo")
         .await
         .spec
@@ -610,22 +658,11 @@ async fn kubernetes_provider_switches_the_apex_service() {
         "no mesh objects"
     );
 
+    // There is no split to set: the apex stays on the primary.
     router
         .set_routes(&canary, Routes::to_canary(100))
         .await
         .unwrap();
-    assert_eq!(selector(svc(&client, "test", "podinfo").await), "podinfo");
-    assert_eq!(
-        router.get_routes(&canary).await.unwrap(),
-        Routes::to_canary(100)
-    );
-    router.reconcile(&canary).await.unwrap();
-    assert_eq!(
-        router.get_routes(&canary).await.unwrap(),
-        Routes::to_canary(100),
-        "reconcile keeps the switch"
-    );
-    router.set_routes(&canary, Routes::PRIMARY).await.unwrap();
     assert_eq!(
         selector(svc(&client, "test", "podinfo").await),
         "podinfo-primary"

@@ -39,8 +39,39 @@ enum Command {
     Alert(cmd::alert::Args),
 }
 
+/// Flagger's chart passes flags as `-name=value`, as Go's flag package spells them:
+/// a single dash before a long name becomes two. Short flags (`-f`), values that
+/// are numbers and everything after `--` are left as they are.
+fn go_style_flags(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for arg in args {
+        let text = arg.to_str().map(str::to_string);
+        match text {
+            Some(t) if !rest && t == "--" => {
+                rest = true;
+                out.push(arg);
+            }
+            Some(t) if !rest && is_go_long_flag(&t) => out.push(format!("-{t}").into()),
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+fn is_go_long_flag(arg: &str) -> bool {
+    let Some(body) = arg.strip_prefix('-') else {
+        return false;
+    };
+    let name = body.split('=').next().unwrap_or_default();
+    !body.starts_with('-')
+        && name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(go_style_flags(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,5 +102,88 @@ fn main() -> ExitCode {
             eprintln!("serin: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn go(args: &[&str]) -> Vec<String> {
+        go_style_flags(args.iter().map(std::ffi::OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    /// The flags Flagger's chart passes, in its spelling, reach the operator.
+    #[test]
+    fn the_operator_takes_flaggers_flags() {
+        let cli = Cli::try_parse_from(go_style_flags(
+            [
+                "serin",
+                "operator",
+                "-mesh-provider=kubernetes",
+                "-metrics-server=http://prometheus.istio-system:9090",
+                "-enable-leader-election=true",
+                "-selector-labels=app.kubernetes.io/name,app",
+                "-include-label-prefix=team,app.kubernetes.io",
+                "-enable-config-tracking=false",
+                "-event-webhook=http://events.test/",
+                "-no-cross-namespace-refs=true",
+            ]
+            .map(std::ffi::OsString::from),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Operator(a) = cli.command else {
+            panic!("not the operator")
+        };
+        assert_eq!(a.mesh_provider, "kubernetes");
+        assert_eq!(a.metrics_server, "http://prometheus.istio-system:9090");
+        assert!(a.leader_elect);
+        assert_eq!(a.selector_labels, ["app.kubernetes.io/name", "app"]);
+        assert_eq!(a.include_label_prefix, ["team", "app.kubernetes.io"]);
+        assert!(!a.enable_config_tracking);
+        assert_eq!(a.event_webhook.as_deref(), Some("http://events.test/"));
+        assert!(a.no_cross_namespace_refs);
+
+        let cli = Cli::try_parse_from(["serin", "operator", "--leader-elect"]).unwrap();
+        let Command::Operator(a) = cli.command else {
+            panic!("not the operator")
+        };
+        assert!(a.leader_elect);
+        assert!(a.enable_config_tracking, "on by default, as in Flagger");
+        assert!(!a.no_cross_namespace_refs);
+        assert_eq!(a.selector_labels, ["app", "name", "app.kubernetes.io/name"]);
+    }
+
+    #[test]
+    fn flaggers_single_dash_flags_become_long_flags() {
+        assert_eq!(
+            go(&[
+                "serin",
+                "operator",
+                "-mesh-provider=kubernetes",
+                "-enable-leader-election=true",
+                "-f",
+                "x.yaml",
+                "--port",
+                "-1",
+                "--",
+                "-kept"
+            ]),
+            [
+                "serin",
+                "operator",
+                "--mesh-provider=kubernetes",
+                "--enable-leader-election=true",
+                "-f",
+                "x.yaml",
+                "--port",
+                "-1",
+                "--",
+                "-kept"
+            ]
+        );
     }
 }

@@ -71,7 +71,7 @@ fn low_success_rate_rolls_back_at_the_threshold() {
     assert!(!ok, "a failed canary exits non-zero\n{stdout}");
     let halts = stdout
         .lines()
-        .filter(|l| l.ends_with("Normal Halt podinfo.test advancement success rate 69.17% < 99%"))
+        .filter(|l| l.ends_with("Warning Halt podinfo.test advancement success rate 69.17% < 99%"))
         .count();
     assert_eq!(halts, 5, "{stdout}");
     assert!(stdout.contains("Warning Rolling back podinfo.test failed checks threshold reached 5"));

@@ -62,6 +62,8 @@ pub struct Options {
     pub max_concurrent_canaries: Option<usize>,
     /// Pace for people: virtual seconds per real second (`None`: as fast as possible).
     pub pace: Option<f64>,
+    /// The operator's other flags (labels, config tracking, event webhook...).
+    pub controller: ControllerOptions,
 }
 
 impl Default for Options {
@@ -75,6 +77,7 @@ impl Default for Options {
             timeout: Duration::from_secs(6 * 3600),
             max_concurrent_canaries: None,
             pace: None,
+            controller: ControllerOptions::default(),
         }
     }
 }
@@ -223,6 +226,7 @@ impl Simulation {
                 namespace: None,
                 mesh_provider: self.options.mesh_provider.clone(),
                 max_concurrent_canaries: self.options.max_concurrent_canaries,
+                ..self.options.controller.clone()
             },
             self.checks.clone(),
         );

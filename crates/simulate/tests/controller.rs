@@ -205,6 +205,52 @@ async fn deletion_with_revert_on_deletion_restores_the_target() {
         "{}",
         lines(&events)
     );
+    for want in [
+        "Terminating canary podinfo.test",
+        "Terminated canary podinfo.test",
+    ] {
+        assert!(
+            events.iter().any(|e| e.message == want),
+            "Flagger's text {want:?}\n{}",
+            lines(&events)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn turning_revert_on_deletion_off_removes_the_finalizer() {
+    let mut sim = start(&canary("podinfo", "  revertOnDeletion: true"), healthy()).await;
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    let api: Api<Canary> = Api::namespaced(sim.client.clone(), "test");
+    let has_finalizer = |c: Canary| {
+        c.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"finalizer.flagger.app".to_string())
+    };
+    assert!(has_finalizer(api.get("podinfo").await.expect("canary")));
+    api.patch(
+        "podinfo",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"revertOnDeletion": false}})),
+    )
+    .await
+    .expect("turned off");
+    let mut removed = false;
+    for _ in 0..120 {
+        sim.tick(Duration::from_secs(1)).await;
+        if !has_finalizer(api.get("podinfo").await.expect("canary")) {
+            removed = true;
+            break;
+        }
+    }
+    assert!(
+        removed,
+        "the finalizer goes with revertOnDeletion\n{}",
+        lines(&sim.events())
+    );
 }
 
 /// A chat service that keeps what it is sent.
@@ -309,7 +355,7 @@ async fn repeated_events_are_one_kubernetes_event_with_a_count() {
         .expect("the halt event");
     assert_eq!(halt.count, Some(2), "threshold 2: two halts, one object");
     assert_eq!(halt.reason.as_deref(), Some("Synced"));
-    assert_eq!(halt.type_.as_deref(), Some("Normal"));
+    assert_eq!(halt.type_.as_deref(), Some("Warning"));
     assert_eq!(
         halt.involved_object.kind.as_deref(),
         Some("Canary"),
@@ -368,5 +414,247 @@ async fn a_slow_canary_does_not_delay_another() {
         4 * 60,
         "fast keeps its one-minute steps while slow waits on its webhook\n{}",
         lines(&events)
+    );
+}
+
+/// A live app put under a Canary: its Service and VirtualService serve the target
+/// until the primary is ready, then move to the primary, and for every provider.
+#[tokio::test(start_paused = true)]
+async fn onboarding_a_live_service_waits_for_the_primary() {
+    for provider in ["istio", "kubernetes"] {
+        let live = "---
+apiVersion: v1
+kind: Service
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  selector:
+    app: podinfo
+  ports:
+    - name: http
+      port: 9898
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  hosts: [podinfo]
+  http:
+    - route:
+        - destination:
+            host: podinfo
+";
+        let yaml = canary("podinfo", &format!("  provider: {provider}")) + live;
+        let mut sim = start(&yaml, healthy()).await;
+        sim.sandbox
+            .set_never_ready("test", "Deployment", "podinfo-primary", true);
+        let services: Api<k8s_openapi::api::core::v1::Service> =
+            Api::namespaced(sim.client.clone(), "test");
+        let routes: Api<serin_api::istio::VirtualService> =
+            Api::namespaced(sim.client.clone(), "test");
+        let original =
+            serde_json::to_value(&routes.get("podinfo").await.expect("vs").spec).expect("json");
+        let selector = |s: k8s_openapi::api::core::v1::Service| {
+            s.spec.and_then(|s| s.selector).unwrap_or_default()["app"].clone()
+        };
+        for _ in 0..180 {
+            sim.tick(Duration::from_secs(1)).await;
+            let apex = services.get("podinfo").await.expect("apex");
+            assert_eq!(
+                selector(apex),
+                "podinfo",
+                "{provider}: the apex serves the target while the primary is not ready\n{}",
+                lines(&sim.events())
+            );
+            let vs = routes.get("podinfo").await.expect("vs");
+            assert_eq!(
+                serde_json::to_value(&vs.spec).expect("json"),
+                original,
+                "{provider}: the VirtualService is not touched yet"
+            );
+        }
+        let events = sim.events();
+        assert!(
+            events.iter().any(|e| e
+                .message
+                .starts_with("Waiting for podinfo-primary.test rollout")),
+            "{provider}: says what it waits for\n{}",
+            lines(&events)
+        );
+        let target: Api<Deployment> = Api::namespaced(sim.client.clone(), "test");
+        assert!(
+            target
+                .get("podinfo")
+                .await
+                .expect("target")
+                .spec
+                .and_then(|s| s.replicas)
+                .unwrap_or(1)
+                > 0,
+            "{provider}: the target keeps running"
+        );
+        sim.sandbox
+            .set_never_ready("test", "Deployment", "podinfo-primary", false);
+        sim.wait_initialized(&mut |_| {})
+            .await
+            .expect("initialized");
+        assert_eq!(
+            selector(services.get("podinfo").await.expect("apex")),
+            "podinfo-primary",
+            "{provider}: then the apex selects the primary"
+        );
+        if provider == "istio" {
+            let vs = routes.get("podinfo").await.expect("vs");
+            assert!(
+                serde_json::to_string(&vs.spec)
+                    .expect("json")
+                    .contains("podinfo-primary"),
+                "then the VirtualService routes to the primary"
+            );
+        }
+    }
+}
+
+/// `--event-webhook`: the events of a canary without an event webhook of its own
+/// reach the global one, named `events` as in Flagger.
+#[tokio::test(start_paused = true)]
+async fn the_global_event_webhook_receives_every_event() {
+    let mut options = healthy();
+    options.controller.event_webhook = Some("http://events.test/".into());
+    let mut sim = start(&canary("podinfo", ""), options).await;
+    let outcome = sim.run(&mut |_| {}).await.expect("rollout");
+    assert_eq!(outcome.phase(), CanaryPhase::Succeeded);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events: Vec<String> = sim
+        .checks
+        .calls()
+        .into_iter()
+        .filter(|c| c.webhook == "events")
+        .filter_map(|c| c.metadata.get("eventMessage").cloned())
+        .collect();
+    for want in [
+        "Initialization done! podinfo.test",
+        "New revision detected! Scaling up podinfo.test",
+        "Promotion completed! Scaling down podinfo.test",
+    ] {
+        assert!(events.iter().any(|e| e == want), "{want:?} in {events:#?}");
+    }
+    let start = sim.clock.now().timestamp_millis() - 24 * 3600 * 1000;
+    for call in sim.checks.calls().iter().filter(|c| c.webhook == "events") {
+        let ts: i64 = call.metadata["timestamp"].parse().expect("milliseconds");
+        assert!(
+            ts > start && ts <= sim.clock.now().timestamp_millis(),
+            "{ts}"
+        );
+    }
+}
+
+/// `--no-cross-namespace-refs`: a MetricTemplate of another namespace stops the
+/// canary with Flagger's message, before anything is made.
+#[tokio::test(start_paused = true)]
+async fn cross_namespace_references_can_be_refused() {
+    let yaml = canary("podinfo", "").replace(
+        "    metrics:\n",
+        "    metrics:
+      - name: error-rate
+        templateRef:
+          name: error-rate
+          namespace: istio-system
+        thresholdRange:
+          max: 1
+",
+    );
+    let mut options = healthy();
+    options.controller.no_cross_namespace_refs = true;
+    options.controller.event_webhook = Some("http://events.test/".into());
+    let mut sim = start(&yaml, options).await;
+    sim.tick(Duration::from_secs(120)).await;
+    assert!(
+        sim.checks.calls().iter().any(|c| c.webhook == "events"
+            && c.metadata.get("eventType").map(String::as_str) == Some("Warning")
+            && c.metadata
+                .get("eventMessage")
+                .is_some_and(|m| m.contains("cross-namespace"))),
+        "the warning of a run that could not go on reaches the event webhook too"
+    );
+    let events = sim.events();
+    assert!(
+        events.iter().any(|e| e.type_ == serin_engine::EventType::Warning
+            && e.message
+                == "can't access metric template error-rate.istio-system, cross-namespace references are blocked"),
+        "{}",
+        lines(&events)
+    );
+    let deployments: Api<Deployment> = Api::namespaced(sim.client.clone(), "test");
+    assert!(
+        deployments
+            .get_opt("podinfo-primary")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing is made for a refused canary"
+    );
+}
+
+/// `--selector-labels` and `--enable-config-tracking=false` reach the operator.
+#[tokio::test(start_paused = true)]
+async fn label_and_config_tracking_flags_reach_the_operator() {
+    let target = "---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: podinfo-config
+  namespace: test
+data:
+  color: blue
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      component: podinfo
+  template:
+    metadata:
+      labels:
+        component: podinfo
+    spec:
+      containers:
+        - name: podinfo
+          image: ghcr.io/stefanprodan/podinfo:6.0.0
+          envFrom:
+            - configMapRef:
+                name: podinfo-config
+";
+    let mut options = healthy();
+    options.controller.labels.selector_labels = vec!["component".into()];
+    options.controller.config_tracking = false;
+    let mut sim = start(&(canary("podinfo", "") + target), options).await;
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized with the component label");
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(sim.client.clone(), "test");
+    let apex = services.get("podinfo").await.expect("apex");
+    assert_eq!(
+        apex.spec.and_then(|s| s.selector).unwrap_or_default()["component"],
+        "podinfo-primary"
+    );
+    let configs: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(sim.client.clone(), "test");
+    assert!(
+        configs
+            .get_opt("podinfo-config-primary")
+            .await
+            .expect("get")
+            .is_none(),
+        "no primary copy without config tracking"
     );
 }

@@ -48,11 +48,25 @@ pub struct DurationHistogram {
     pub above: f64,
 }
 
+/// An application's own `http_request_duration_seconds` histogram, as scraped
+/// from one pod (Prometheus' pod labels `kubernetes_namespace`,
+/// `kubernetes_pod_name`), for one status code.
+#[derive(Debug, Clone)]
+pub struct PodHistogram {
+    pub namespace: &'static str,
+    pub pod: &'static str,
+    pub status: &'static str,
+    /// (upper bound in seconds, requests per second in (previous bound, bound]).
+    pub buckets: Vec<(f64, f64)>,
+}
+
 /// The traffic backfilled into the test Prometheus.
 #[derive(Debug, Clone)]
 pub struct Traffic {
     pub requests: Vec<RequestSeries>,
     pub durations: Vec<DurationHistogram>,
+    /// The application's HTTP histogram (the kubernetes provider's built-ins).
+    pub http: Vec<PodHistogram>,
 }
 
 impl Traffic {
@@ -98,10 +112,84 @@ impl Traffic {
             h("destination", "test", "podinfo-primary", fast_counts),
             h("destination", "prod", "podinfo", slow_counts),
         ];
+        // The canary's pods answer 200 and 500; its primary's pods and a namespace
+        // of the same name answer only 500, which the built-ins must not count.
+        let p = |namespace, pod, status, counts: [f64; 4]| PodHistogram {
+            namespace,
+            pod,
+            status,
+            buckets: [0.1, 0.25, 0.5, 1.0].into_iter().zip(counts).collect(),
+        };
+        let http = vec![
+            p(
+                "test",
+                "podinfo-6d8f9c7b5-x2k4q",
+                "200",
+                [6.0, 4.0, 1.0, 0.0],
+            ),
+            p(
+                "test",
+                "podinfo-6d8f9c7b5-9zt7m",
+                "200",
+                [4.0, 3.0, 0.0, 0.0],
+            ),
+            p(
+                "test",
+                "podinfo-6d8f9c7b5-x2k4q",
+                "500",
+                [1.0, 1.0, 0.0, 0.0],
+            ),
+            p(
+                "test",
+                "podinfo-primary-7c9f8d6b4-abcde",
+                "500",
+                [0.0, 0.0, 0.0, 40.0],
+            ),
+            p(
+                "prod",
+                "podinfo-6d8f9c7b5-x2k4q",
+                "500",
+                [0.0, 0.0, 0.0, 40.0],
+            ),
+        ];
         Traffic {
             requests,
             durations,
+            http,
         }
+    }
+
+    /// The canary's pods' HTTP histogram, summed over pods and status codes, with
+    /// bounds in milliseconds, and its success rate.
+    pub fn http_canary(&self) -> (DurationHistogram, f64) {
+        let pods: Vec<_> = self
+            .http
+            .iter()
+            .filter(|h| h.namespace == "test" && !h.pod.starts_with("podinfo-primary"))
+            .collect();
+        let mut buckets: Vec<(f64, f64)> = pods[0]
+            .buckets
+            .iter()
+            .map(|(b, _)| (b * 1000.0, 0.0))
+            .collect();
+        let (mut ok, mut all) = (0.0, 0.0);
+        for h in &pods {
+            for (i, (_, c)) in h.buckets.iter().enumerate() {
+                buckets[i].1 += c;
+                all += c;
+                if !h.status.starts_with('5') {
+                    ok += c;
+                }
+            }
+        }
+        let histogram = DurationHistogram {
+            reporter: "destination",
+            namespace: "test",
+            workload: "podinfo",
+            buckets,
+            above: 0.0,
+        };
+        (histogram, ok / all * 100.0)
     }
 
     /// Percentage of non-5xx requests the destination reporter saw at a workload.
@@ -181,9 +269,57 @@ impl Traffic {
                 &times,
             );
         }
+        out.push_str("# TYPE http_request_duration_seconds_bucket unknown\n");
+        for h in &self.http {
+            let base = format!(
+                "kubernetes_namespace=\"{}\",kubernetes_pod_name=\"{}\",status=\"{}\"",
+                h.namespace, h.pod, h.status
+            );
+            let mut cumulative = 0.0;
+            for (bound, count) in &h.buckets {
+                cumulative += count;
+                let labels = format!("{base},le=\"{bound}\"");
+                write_gauge_like(
+                    &mut out,
+                    "http_request_duration_seconds_bucket",
+                    &labels,
+                    cumulative,
+                    &times,
+                );
+            }
+            let labels = format!("{base},le=\"+Inf\"");
+            write_gauge_like(
+                &mut out,
+                "http_request_duration_seconds_bucket",
+                &labels,
+                cumulative,
+                &times,
+            );
+        }
+        out.push_str("# TYPE http_request_duration_seconds_count unknown\n");
+        for h in &self.http {
+            let labels = format!(
+                "kubernetes_namespace=\"{}\",kubernetes_pod_name=\"{}\",status=\"{}\"",
+                h.namespace, h.pod, h.status
+            );
+            let total: f64 = h.buckets.iter().map(|(_, c)| c).sum();
+            write_gauge_like(
+                &mut out,
+                "http_request_duration_seconds_count",
+                &labels,
+                total,
+                &times,
+            );
+        }
         out.push_str("# EOF\n");
         out
     }
+}
+
+/// A counter written under a family of unknown type (its samples carry the
+/// family's own name, as OpenMetrics wants for `_bucket` and `_count` series).
+fn write_gauge_like(out: &mut String, name: &str, labels: &str, per_second: f64, times: &[i64]) {
+    write_counter(out, name, labels, per_second, times);
 }
 
 fn write_counter(out: &mut String, name: &str, labels: &str, per_second: f64, times: &[i64]) {

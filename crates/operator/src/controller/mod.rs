@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::events::EventRecorder;
+use crate::labels::LabelOptions;
 use crate::observer::Checks;
 use crate::telemetry::Telemetry;
 
@@ -37,7 +38,7 @@ pub use status::write_status;
 pub const FINALIZER: &str = "finalizer.flagger.app";
 
 /// Settings of the controller (the `serin operator` flags).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ControllerOptions {
     /// Watch only this namespace; all namespaces when `None`.
     pub namespace: Option<String>,
@@ -45,6 +46,29 @@ pub struct ControllerOptions {
     pub mesh_provider: Option<String>,
     /// At most this many analyses run at once; `None` for no limit.
     pub max_concurrent_canaries: Option<usize>,
+    /// `--selector-labels`, `--include-label-prefix`.
+    pub labels: LabelOptions,
+    /// `--enable-config-tracking` (on by default, as in Flagger).
+    pub config_tracking: bool,
+    /// `--event-webhook`: receives the events of canaries without an `event` webhook.
+    pub event_webhook: Option<String>,
+    /// `--no-cross-namespace-refs`: MetricTemplates and AlertProviders of other
+    /// namespaces are refused.
+    pub no_cross_namespace_refs: bool,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            mesh_provider: None,
+            max_concurrent_canaries: None,
+            labels: LabelOptions::default(),
+            config_tracking: true,
+            event_webhook: None,
+            no_cross_namespace_refs: false,
+        }
+    }
 }
 
 /// What every run shares.
@@ -397,10 +421,16 @@ pub(crate) fn with_default_provider(ctx: &Context, mut canary: Canary) -> Canary
 }
 
 /// Extra metadata for `event` webhooks.
-pub(crate) fn event_metadata(type_: &str, message: &str) -> BTreeMap<String, String> {
+pub(crate) fn event_metadata(
+    type_: &str,
+    message: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("eventMessage".to_string(), message.to_string()),
         ("eventType".to_string(), type_.to_string()),
+        // Milliseconds since the epoch, as Flagger sends it.
+        ("timestamp".to_string(), now.timestamp_millis().to_string()),
     ])
 }
 

@@ -6,8 +6,8 @@ use kube::Api;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serin_api::Canary;
-use serin_api::canary::{CanaryPhase, CanaryStatus, HookType};
-use serin_engine::{Action, Decision, EventType};
+use serin_api::canary::{CanaryPhase, CanaryStatus, CanaryWebhook, HookType};
+use serin_engine::{Action, Decision, EventType, Observe, Readiness};
 use serin_notify::AlertEvent;
 
 use super::{Context, FINALIZER, RETRY_AFTER, event_metadata, key_of, with_default_provider};
@@ -60,17 +60,55 @@ fn build(ctx: &Context, canary: &Canary) -> Result<Adapters, String> {
         canary,
         WorkloadOptions {
             clock: ctx.clock,
-            ..Default::default()
+            labels: ctx.options.labels.clone(),
+            skip_config_tracking: !ctx.options.config_tracking,
         },
     )
     .map_err(|e| e.to_string())?;
-    let router =
-        crate::router::router_for(ctx.client.clone(), canary).map_err(|e| e.to_string())?;
+    let router = crate::router::router_with(ctx.client.clone(), canary, ctx.options.labels.clone())
+        .map_err(|e| e.to_string())?;
     Ok((workload, router))
+}
+
+/// With `--no-cross-namespace-refs`, the first reference to another namespace, in
+/// Flagger's words.
+fn cross_namespace_ref(canary: &Canary) -> Option<String> {
+    let own = canary.metadata.namespace.clone().unwrap_or_default();
+    let other = |ns: &Option<String>| ns.as_deref().is_some_and(|n| !n.is_empty() && n != own);
+    let analysis = canary.analysis()?;
+    for m in &analysis.metrics {
+        if let Some(r) = &m.template_ref
+            && other(&r.namespace)
+        {
+            return Some(format!(
+                "can't access metric template {}.{}, cross-namespace references are blocked",
+                r.name,
+                r.namespace.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    for a in &analysis.alerts {
+        let r = &a.provider_ref;
+        if other(&r.namespace) {
+            return Some(format!(
+                "can't access alert provider {}.{}, cross-namespace references are blocked",
+                r.name,
+                r.namespace.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    None
 }
 
 /// The run itself. `Some(d)` asks for the next run sooner than the interval.
 async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<Duration> {
+    if ctx.options.no_cross_namespace_refs
+        && canary.metadata.deletion_timestamp.is_none()
+        && let Some(e) = cross_namespace_ref(&canary)
+    {
+        warn(ctx, &canary, &e).await;
+        return None;
+    }
     let (workload, router) = match build(ctx, &canary) {
         Ok(x) => x,
         Err(e) => {
@@ -80,6 +118,13 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
     };
     if canary.metadata.deletion_timestamp.is_some() {
         return finalize(ctx, api, &canary, workload.as_ref(), router.as_ref()).await;
+    }
+    if !canary.spec.revert_on_deletion && canary.finalizers().iter().any(|f| f == FINALIZER) {
+        // revertOnDeletion turned off: deleting the canary no longer reverts anything.
+        if let Err(e) = remove_finalizer(api, &canary).await {
+            warn(ctx, &canary, &format!("cannot remove finalizer: {e}")).await;
+            return Some(RETRY_AFTER);
+        }
     }
     if canary.spec.revert_on_deletion && !canary.finalizers().iter().any(|f| f == FINALIZER) {
         let mut finalizers = canary.finalizers().to_vec();
@@ -97,25 +142,37 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             return Some(RETRY_AFTER);
         }
     }
+    let mut observer = ClusterObserver::new(
+        &canary,
+        workload.as_ref(),
+        router.as_ref(),
+        ctx.checks.as_ref(),
+    );
     if !canary.spec.suspend {
         if let Err(e) = workload.initialize_primary(&canary).await {
             warn(ctx, &canary, &e.to_string()).await;
             return Some(RETRY_AFTER);
         }
-        if let Err(e) = router.reconcile(&canary).await {
+        if let Err(e) = router.initialize(&canary).await {
+            warn(ctx, &canary, &e.to_string()).await;
+            return Some(RETRY_AFTER);
+        }
+        // A canary being put in place touches what clients call (the apex service,
+        // the mesh's routes) only once the primary is ready, as Flagger does: until
+        // then the target keeps serving and the engine reports what it waits for.
+        let onboarding = canary
+            .status
+            .as_ref()
+            .is_none_or(|s| s.phase == CanaryPhase::Initializing);
+        let primary_ready =
+            !onboarding || matches!(observer.primary_readiness().await, Ok(Readiness::Ready));
+        if primary_ready && let Err(e) = router.reconcile(&canary).await {
             warn(ctx, &canary, &e.to_string()).await;
             return Some(RETRY_AFTER);
         }
     }
-    let decision = {
-        let mut observer = ClusterObserver::new(
-            &canary,
-            workload.as_ref(),
-            router.as_ref(),
-            ctx.checks.as_ref(),
-        );
-        serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await
-    };
+    let decision = serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await;
+    drop(observer);
     if queued(ctx, &canary, &decision).await {
         return None;
     }
@@ -249,16 +306,6 @@ fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus) {
 /// Records the decision's events (and passes them to `event` webhooks) and sends its
 /// alerts.
 async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision: &Decision) {
-    let event_hooks: Vec<_> = canary
-        .analysis()
-        .map(|a| {
-            a.webhooks
-                .iter()
-                .filter(|w| w.hook_type() == Some(HookType::Event))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
     for event in &decision.events {
         ctx.recorder
             .record(
@@ -269,18 +316,7 @@ async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision
                 status.canary_weight,
             )
             .await;
-        for hook in &event_hooks {
-            let checks = ctx.checks.clone();
-            let canary = canary.clone();
-            let hook = hook.clone();
-            let extra = event_metadata(event.type_.as_str(), &event.message);
-            let phase = status.phase;
-            tokio::spawn(async move {
-                if let Err(e) = checks.call_webhook(&canary, &hook, phase, &extra).await {
-                    tracing::debug!(msg = format!("event webhook {} failed: {e}", hook.name), canary = %canary.id());
-                }
-            });
-        }
+        send_to_event_webhooks(ctx, canary, event.type_, &event.message, status.phase);
     }
     if let Some(dispatcher) = &ctx.alerts {
         for alert in &decision.alerts {
@@ -291,6 +327,48 @@ async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision
             }
             drop(dispatcher.alert(canary, event));
         }
+    }
+}
+
+/// Passes one event to the canary's `event` webhooks, or to `--event-webhook` when
+/// it has none, as Flagger does; in the background, so a slow receiver holds
+/// nothing up.
+fn send_to_event_webhooks(
+    ctx: &Context,
+    canary: &Canary,
+    type_: EventType,
+    message: &str,
+    phase: CanaryPhase,
+) {
+    let mut event_hooks: Vec<_> = canary
+        .analysis()
+        .map(|a| {
+            a.webhooks
+                .iter()
+                .filter(|w| w.hook_type() == Some(HookType::Event))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if event_hooks.is_empty()
+        && let Some(url) = &ctx.options.event_webhook
+    {
+        event_hooks.push(CanaryWebhook {
+            type_: Some("event".into()),
+            name: "events".into(),
+            url: url.clone(),
+            ..Default::default()
+        });
+    }
+    for hook in event_hooks {
+        let checks = ctx.checks.clone();
+        let canary = canary.clone();
+        let extra = event_metadata(type_.as_str(), message, ctx.clock.now());
+        tokio::spawn(async move {
+            if let Err(e) = checks.call_webhook(&canary, &hook, phase, &extra).await {
+                tracing::debug!(msg = format!("event webhook {} failed: {e}", hook.name), canary = %canary.id());
+            }
+        });
     }
 }
 
@@ -352,10 +430,36 @@ async fn finalize(
                 warn(ctx, canary, &format!("cannot write status: {e}")).await;
                 return Some(RETRY_AFTER);
             }
+            ctx.recorder
+                .record(
+                    canary,
+                    EventType::Normal,
+                    &format!("Terminating canary {}", canary.id()),
+                    CanaryPhase::Terminating,
+                    status.canary_weight,
+                )
+                .await;
         }
         if let Err(e) = workload.finalize(canary).await {
             warn(ctx, canary, &format!("Failed to finalize: {e}")).await;
             return Some(RETRY_AFTER);
+        }
+        // The routes go back to the target only once it serves again, as in Flagger.
+        match workload.canary_readiness(canary).await {
+            Ok(Readiness::Ready) => {}
+            Ok(Readiness::Waiting(m)) | Ok(Readiness::DeadlineExceeded(m)) => {
+                tracing::info!(msg = format!("canary not ready during finalizing: {m}"), canary = %canary.id());
+                return Some(RETRY_AFTER);
+            }
+            Err(e) => {
+                warn(
+                    ctx,
+                    canary,
+                    &format!("canary not ready during finalizing: {e}"),
+                )
+                .await;
+                return Some(RETRY_AFTER);
+            }
         }
         if let Err(e) = router.finalize(canary).await {
             warn(ctx, canary, &format!("Failed to finalize: {e}")).await;
@@ -368,16 +472,24 @@ async fn finalize(
         {
             tracing::warn!(msg = format!("cannot write status: {e}"), canary = %canary.id());
         }
-        ctx.recorder
-            .record(
-                canary,
-                EventType::Normal,
-                &format!("Canary {} finalized, original state restored", canary.id()),
-                CanaryPhase::Terminated,
-                0,
-            )
-            .await;
     }
+    if let Err(e) = remove_finalizer(api, canary).await {
+        warn(ctx, canary, &format!("cannot remove finalizer: {e}")).await;
+        return Some(RETRY_AFTER);
+    }
+    ctx.recorder
+        .record(
+            canary,
+            EventType::Normal,
+            &format!("Terminated canary {}", canary.id()),
+            CanaryPhase::Terminated,
+            0,
+        )
+        .await;
+    None
+}
+
+async fn remove_finalizer(api: &Api<Canary>, canary: &Canary) -> kube::Result<Canary> {
     let finalizers: Vec<String> = canary
         .finalizers()
         .iter()
@@ -385,21 +497,16 @@ async fn finalize(
         .cloned()
         .collect();
     let patch = serde_json::json!({"metadata": {"finalizers": finalizers}});
-    if let Err(e) = api
-        .patch(
-            &canary.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        warn(ctx, canary, &format!("cannot remove finalizer: {e}")).await;
-        return Some(RETRY_AFTER);
-    }
-    None
+    api.patch(
+        &canary.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
 }
 
-/// A warning event (and log line) about a run that could not finish.
+/// A warning event (and log line) about a run that could not finish; event
+/// webhooks receive it too.
 async fn warn(ctx: &Context, canary: &Canary, message: &str) {
     let status = canary.status_or_default();
     ctx.recorder
@@ -411,4 +518,5 @@ async fn warn(ctx: &Context, canary: &Canary, message: &str) {
             status.canary_weight,
         )
         .await;
+    send_to_event_webhooks(ctx, canary, EventType::Warning, message, status.phase);
 }

@@ -199,8 +199,7 @@ pub fn virtual_service(
         name: Some(apex),
         namespace: canary.namespace(),
         labels: Some(meta.labels.clone()).filter(|l| !l.is_empty()),
-        annotations: Some(labels::filter_metadata(Some(&meta.annotations)))
-            .filter(|a| !a.is_empty()),
+        annotations: Some(labels::router_annotations(Some(&meta.annotations))),
         owner_references: Some(vec![labels::owner_reference(canary)?]),
         ..Default::default()
     };
@@ -566,6 +565,11 @@ pub fn routes_in(canary: &Canary, spec: &VirtualServiceSpec) -> Option<Routes> {
 
 #[async_trait]
 impl Router for IstioRouter {
+    async fn initialize(&self, canary: &Canary) -> Result<()> {
+        let pods = read_target_pods(&self.client, canary, &self.labels).await?;
+        service::reconcile_backend_services(&self.client, canary, &pods).await
+    }
+
     async fn reconcile(&self, canary: &Canary) -> Result<()> {
         let pods = read_target_pods(&self.client, canary, &self.labels).await?;
         service::reconcile_services(&self.client, canary, &pods, Backend::Primary).await?;

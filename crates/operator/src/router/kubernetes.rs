@@ -1,7 +1,9 @@
 //! The `kubernetes` provider: no mesh, blue/green with the ClusterIP services alone.
-//! The apex service selects the primary's pods, and all of the canary's when the
-//! canary gets the traffic (weight 100). Partial weights cannot be expressed with a
-//! selector; they leave the traffic on the primary.
+//! As in Flagger, the apex service always selects the primary's pods, whatever it
+//! selected before (an existing `svc/podinfo` selecting `app: podinfo` is pointed at
+//! `podinfo-primary` once the primary is ready): the analysis runs against the
+//! `-canary` service and a promotion copies the canary's spec to the primary. There
+//! is no traffic split to set or read back.
 
 use async_trait::async_trait;
 use kube::Client;
@@ -24,48 +26,26 @@ impl KubernetesRouter {
     }
 }
 
-/// Which pods the apex selects for a traffic split.
-pub fn apex_backend_for(routes: Routes) -> Backend {
-    if routes.canary >= 100 {
-        Backend::Canary
-    } else {
-        Backend::Primary
-    }
-}
-
 #[async_trait]
 impl Router for KubernetesRouter {
-    async fn reconcile(&self, canary: &Canary) -> Result<()> {
+    async fn initialize(&self, canary: &Canary) -> Result<()> {
         let pods = read_target_pods(&self.client, canary, &self.labels).await?;
-        let apex = service::apex_backend(&self.client, canary, &pods)
-            .await?
-            .unwrap_or(Backend::Primary);
-        service::reconcile_services(&self.client, canary, &pods, apex).await
+        service::reconcile_backend_services(&self.client, canary, &pods).await
     }
 
-    async fn set_routes(&self, canary: &Canary, routes: Routes) -> Result<()> {
+    async fn reconcile(&self, canary: &Canary) -> Result<()> {
         let pods = read_target_pods(&self.client, canary, &self.labels).await?;
-        let (apex, _, _) = canary.service_names();
-        service::reconcile_service(
-            &self.client,
-            canary,
-            &apex,
-            &pods,
-            apex_backend_for(routes),
-            canary.spec.service.apex.as_ref(),
-        )
-        .await?;
+        service::reconcile_services(&self.client, canary, &pods, Backend::Primary).await
+    }
+
+    /// No split to set: the apex stays on the primary.
+    async fn set_routes(&self, _canary: &Canary, _routes: Routes) -> Result<()> {
         Ok(())
     }
 
-    async fn get_routes(&self, canary: &Canary) -> Result<Routes> {
-        let pods = read_target_pods(&self.client, canary, &self.labels).await?;
-        Ok(
-            match service::apex_backend(&self.client, canary, &pods).await? {
-                Some(Backend::Canary) => Routes::to_canary(100),
-                _ => Routes::PRIMARY,
-            },
-        )
+    /// All traffic on the primary, always.
+    async fn get_routes(&self, _canary: &Canary) -> Result<Routes> {
+        Ok(Routes::PRIMARY)
     }
 
     async fn finalize(&self, canary: &Canary) -> Result<()> {

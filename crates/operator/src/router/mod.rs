@@ -22,6 +22,13 @@ pub use serin_engine::Routes;
 /// Owns the objects that route traffic for a canary (services, Istio objects).
 #[async_trait]
 pub trait Router: Send + Sync {
+    /// What can be made before the primary is ready, when nothing routes to it yet:
+    /// the `-canary` and `-primary` services. The apex service and the mesh's
+    /// objects wait for [`Router::reconcile`], which runs once the primary is ready.
+    async fn initialize(&self, _canary: &Canary) -> Result<()> {
+        Ok(())
+    }
+
     /// Creates or updates the routing objects so they match the spec, keeping the
     /// current weights. No write when nothing changed.
     async fn reconcile(&self, canary: &Canary) -> Result<()>;

@@ -63,6 +63,9 @@ impl DaemonSetController {
     }
 
     async fn configs(&self, canary: &Canary, target: &DaemonSet) -> Result<TrackedConfigs> {
+        if self.options.skip_config_tracking {
+            return Ok(TrackedConfigs::default());
+        }
         let spec = target
             .spec
             .as_ref()

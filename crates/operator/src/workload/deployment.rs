@@ -59,6 +59,9 @@ impl DeploymentController {
     }
 
     async fn configs(&self, canary: &Canary, target: &Deployment) -> Result<TrackedConfigs> {
+        if self.options.skip_config_tracking {
+            return Ok(TrackedConfigs::default());
+        }
         let spec = target
             .spec
             .as_ref()

@@ -58,6 +58,9 @@ pub struct WorkloadOptions {
     pub labels: LabelOptions,
     /// The one time source: progress deadlines are measured on it.
     pub clock: Clock,
+    /// `--enable-config-tracking=false`: the primary uses the target's own
+    /// ConfigMaps and Secrets and a change of them is no new revision.
+    pub skip_config_tracking: bool,
 }
 
 /// The workload controller for the canary's target kind (`Deployment` when unset).

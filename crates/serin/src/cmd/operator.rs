@@ -9,6 +9,7 @@ use serin_api::clock::Clock;
 use serin_metrics::check::ProviderContext;
 use serin_notify::{AlertMetrics, Dispatcher, KubeLookup};
 use serin_operator::controller::{self, Context, ControllerOptions};
+use serin_operator::labels::LabelOptions;
 use serin_operator::leader::LeaderElection;
 use serin_operator::observer::LiveChecks;
 use serin_operator::telemetry::Telemetry;
@@ -30,7 +31,16 @@ pub struct Args {
     #[arg(long, default_value = "http://prometheus:9090")]
     pub metrics_server: String,
     /// Elect a leader on a coordination.k8s.io Lease so that only one replica acts
-    #[arg(long)]
+    /// (Flagger's spelling `--enable-leader-election` works too)
+    #[arg(
+        long,
+        alias = "enable-leader-election",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        action = clap::ArgAction::Set
+    )]
     pub leader_elect: bool,
     /// Namespace of the leader election Lease (the pod's namespace by default)
     #[arg(long, env = "POD_NAMESPACE")]
@@ -38,6 +48,40 @@ pub struct Args {
     /// At most this many canary analyses at once; others wait queued
     #[arg(long)]
     pub max_concurrent_canaries: Option<usize>,
+    /// Labels that select a workload's pods, in the order they are looked for
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "app,name,app.kubernetes.io/name"
+    )]
+    pub selector_labels: Vec<String>,
+    /// Prefixes of the target's labels and annotations copied to the primary (`*`: all)
+    #[arg(long, value_delimiter = ',')]
+    pub include_label_prefix: Vec<String>,
+    /// Track the ConfigMaps and Secrets a target uses (copies for the primary, a
+    /// change is a new revision)
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub enable_config_tracking: bool,
+    /// Webhook receiving every event of canaries that have no `event` webhook
+    #[arg(long, env = "EVENT_WEBHOOK_URL")]
+    pub event_webhook: Option<String>,
+    /// Refuse MetricTemplate and AlertProvider references to other namespaces
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        action = clap::ArgAction::Set
+    )]
+    pub no_cross_namespace_refs: bool,
     /// Port of /metrics, /healthz and /readyz
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
@@ -107,6 +151,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             namespace: args.namespace.clone(),
             mesh_provider: Some(args.mesh_provider.clone()),
             max_concurrent_canaries: args.max_concurrent_canaries,
+            labels: LabelOptions {
+                selector_labels: args.selector_labels.clone(),
+                include_label_prefix: args.include_label_prefix.clone(),
+            },
+            config_tracking: args.enable_config_tracking,
+            event_webhook: args.event_webhook.clone().filter(|u| !u.trim().is_empty()),
+            no_cross_namespace_refs: args.no_cross_namespace_refs,
         },
         checks,
     )
