@@ -214,7 +214,10 @@ pub fn close_request(request: &Request, refused: bool, message: &str) -> Annotat
     } else {
         request.id.as_str()
     };
-    changes.insert(RESULT.to_string(), Some(format!("{id} {verdict}: {message}")));
+    changes.insert(
+        RESULT.to_string(),
+        Some(format!("{id} {verdict}: {message}")),
+    );
     changes
 }
 

@@ -24,7 +24,10 @@ impl Run<'_> {
             }
         };
         if self.canary.spec.suspend {
-            return self.refuse(request, "the canary is suspended (spec.suspend is true)".into());
+            return self.refuse(
+                request,
+                "the canary is suspended (spec.suspend is true)".into(),
+            );
         }
         let phase = self.status.phase;
         let weight = self.status.canary_weight;

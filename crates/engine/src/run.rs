@@ -90,7 +90,12 @@ impl Run<'_> {
         });
     }
 
-    pub(crate) fn alert(&mut self, severity: AlertSeverity, message: impl Into<String>, with_details: bool) {
+    pub(crate) fn alert(
+        &mut self,
+        severity: AlertSeverity,
+        message: impl Into<String>,
+        with_details: bool,
+    ) {
         self.decision.alerts.push(Alert {
             severity,
             message: message.into(),

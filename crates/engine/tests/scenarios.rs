@@ -869,7 +869,9 @@ async fn a_request_that_does_not_fit_the_phase_is_refused_and_changes_nothing() 
     assert_eq!(h.canary.status, before);
     assert_eq!(
         h.events,
-        ["W: Refused promote of podinfo.test requested by carol: no rollout is under way (phase Succeeded)"]
+        [
+            "W: Refused promote of podinfo.test requested by carol: no rollout is under way (phase Succeeded)"
+        ]
     );
     assert_eq!(
         h.annotation(manual::RESULT).as_deref(),
@@ -879,7 +881,8 @@ async fn a_request_that_does_not_fit_the_phase_is_refused_and_changes_nothing() 
     h.request("explode", "carol", None);
     h.step().await;
     assert!(
-        h.events[1].starts_with("W: Refused explode of podinfo.test requested by carol: unknown request"),
+        h.events[1]
+            .starts_with("W: Refused explode of podinfo.test requested by carol: unknown request"),
         "{:?}",
         h.events
     );
@@ -963,7 +966,10 @@ async fn promote_and_abort_at_a_closed_confirm_rollout_gate() {
         "",
         "    stepWeight: 50\n    webhooks:\n    - name: gate\n      type: confirm-rollout\n      url: http://tester/gate/check\n",
     );
-    for (kind, end) in [("promote", CanaryPhase::Succeeded), ("abort", CanaryPhase::Failed)] {
+    for (kind, end) in [
+        ("promote", CanaryPhase::Succeeded),
+        ("abort", CanaryPhase::Failed),
+    ] {
         let mut h = Harness::new(&yaml);
         h.initialize().await;
         h.world.webhooks.insert("gate".into(), false);
