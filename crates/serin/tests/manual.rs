@@ -296,6 +296,7 @@ async fn every_command_acts_through_the_canarys_annotations_within_a_second() {
     let out = env.plugin(&["status", "-A"]);
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
+    eprintln!("$ kubectl serin status -A\n{status}");
     assert!(
         status.contains("test/mid  Progressing")
             && status.contains("primary  90% [██████████████████░░]  10% canary"),

@@ -349,8 +349,8 @@ async fn act(
 }
 
 enum Change {
-    Canary(watcher::Event<Canary>),
-    Event(watcher::Event<Event>),
+    Canary(Box<watcher::Event<Canary>>),
+    Event(Box<watcher::Event<Event>>),
 }
 
 /// Keeps the store current from watches and tells the page of every change.
@@ -369,11 +369,11 @@ async fn follow(shared: Arc<Shared>, namespace: Option<String>) {
     let mut changes = futures::stream::select(
         watcher(canaries, watcher::Config::default())
             .default_backoff()
-            .map(|e| e.map(Change::Canary))
+            .map(|e| e.map(|e| Change::Canary(Box::new(e))))
             .boxed(),
         watcher(events, watcher::Config::default())
             .default_backoff()
-            .map(|e| e.map(Change::Event))
+            .map(|e| e.map(|e| Change::Event(Box::new(e))))
             .boxed(),
     );
     let key = |ns: Option<String>, name: String| format!("{}/{name}", ns.unwrap_or_default());
@@ -381,17 +381,21 @@ async fn follow(shared: Arc<Shared>, namespace: Option<String>) {
         {
             let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
             match change {
-                Ok(Change::Canary(watcher::Event::Apply(c)))
-                | Ok(Change::Canary(watcher::Event::InitApply(c))) => {
-                    shared.remember(&c);
-                    store.canaries.insert(key(c.namespace(), c.name_any()), c);
-                }
-                Ok(Change::Canary(watcher::Event::Delete(c))) => {
-                    store.canaries.remove(&key(c.namespace(), c.name_any()));
-                }
-                Ok(Change::Event(watcher::Event::Apply(e)))
-                | Ok(Change::Event(watcher::Event::InitApply(e))) => {
-                    if e.involved_object.kind.as_deref() == Some("Canary") {
+                Ok(Change::Canary(e)) => match *e {
+                    watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
+                        shared.remember(&c);
+                        store.canaries.insert(key(c.namespace(), c.name_any()), c);
+                    }
+                    watcher::Event::Delete(c) => {
+                        store.canaries.remove(&key(c.namespace(), c.name_any()));
+                    }
+                    _ => continue,
+                },
+                Ok(Change::Event(e)) => match *e {
+                    watcher::Event::Apply(e) | watcher::Event::InitApply(e) => {
+                        if e.involved_object.kind.as_deref() != Some("Canary") {
+                            continue;
+                        }
                         store.events.insert(key(e.namespace(), e.name_any()), e);
                         // Bounded: the oldest events go first.
                         if store.events.len() > 5000
@@ -404,11 +408,11 @@ async fn follow(shared: Arc<Shared>, namespace: Option<String>) {
                             store.events.remove(&oldest);
                         }
                     }
-                }
-                Ok(Change::Event(watcher::Event::Delete(e))) => {
-                    store.events.remove(&key(e.namespace(), e.name_any()));
-                }
-                Ok(_) => continue,
+                    watcher::Event::Delete(e) => {
+                        store.events.remove(&key(e.namespace(), e.name_any()));
+                    }
+                    _ => continue,
+                },
                 Err(e) => {
                     tracing::debug!(msg = "watch error", error = %e);
                     continue;

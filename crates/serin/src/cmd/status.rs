@@ -94,8 +94,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 enum Change {
-    Canary(watcher::Event<Canary>),
-    Event(watcher::Event<Event>),
+    Canary(Box<watcher::Event<Canary>>),
+    Event(Box<watcher::Event<Event>>),
 }
 
 async fn watch(
@@ -116,10 +116,10 @@ async fn watch(
     }
     let changes = futures::stream::select(
         watcher(canaries, config)
-            .map(|e| e.map(Change::Canary))
+            .map(|e| e.map(|e| Change::Canary(Box::new(e))))
             .boxed(),
         watcher(events, watcher::Config::default())
-            .map(|e| e.map(Change::Event))
+            .map(|e| e.map(|e| Change::Event(Box::new(e))))
             .boxed(),
     );
     let mut changes = changes.boxed();
@@ -160,7 +160,7 @@ async fn watch(
 fn apply(store: &mut Store, change: Result<Change, watcher::Error>) {
     let key = |ns: Option<String>, name: String| format!("{}/{name}", ns.unwrap_or_default());
     match change {
-        Ok(Change::Canary(e)) => match e {
+        Ok(Change::Canary(e)) => match *e {
             watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
                 store.canaries.insert(key(c.namespace(), c.name_any()), c);
             }
@@ -170,7 +170,7 @@ fn apply(store: &mut Store, change: Result<Change, watcher::Error>) {
             watcher::Event::Init => store.canaries.clear(),
             watcher::Event::InitDone => {}
         },
-        Ok(Change::Event(e)) => match e {
+        Ok(Change::Event(e)) => match *e {
             watcher::Event::Apply(ev) | watcher::Event::InitApply(ev) => {
                 if ev.involved_object.kind.as_deref() == Some("Canary") {
                     store.events.insert(key(ev.namespace(), ev.name_any()), ev);
