@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod duration;
 pub mod istio;
 pub mod load;
+pub mod manual;
 pub mod metric_template;
 pub mod schema;
 pub mod validate;

@@ -21,6 +21,7 @@ use serin_api::canary::{
 };
 
 mod conditions;
+mod manual;
 mod run;
 
 pub use conditions::promoted_condition;
@@ -175,6 +176,9 @@ pub struct Decision {
     pub actions: Vec<Action>,
     pub events: Vec<Event>,
     pub alerts: Vec<Alert>,
+    /// Changes to the Canary's annotations: a request made by hand closed with its
+    /// outcome, the pause mark set or removed. Applied after the status is written.
+    pub annotations: serin_api::manual::AnnotationChanges,
 }
 
 impl Decision {
@@ -184,6 +188,7 @@ impl Decision {
             actions: Vec::new(),
             events: Vec::new(),
             alerts: Vec::new(),
+            annotations: Default::default(),
         }
     }
 }

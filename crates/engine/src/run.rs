@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serin_api::Canary;
 use serin_api::canary::{AlertSeverity, CanaryPhase, CanaryStatus, HookType, Strategy};
+use serin_api::manual::ManualState;
 
 use crate::{
     Action, Alert, Decision, Event, EventType, MetricOutcome, Observe, Readiness, Routes,
@@ -17,6 +18,7 @@ pub async fn decide(canary: &Canary, now: DateTime<Utc>, observe: &mut dyn Obser
         status: canary.status_or_default(),
         decision: Decision::none(),
         first_status: canary.status.is_none(),
+        manual: ManualState::of(canary),
     };
     run.decide(observe).await;
     let mut decision = run.decision;
@@ -32,18 +34,20 @@ pub async fn decide(canary: &Canary, now: DateTime<Utc>, observe: &mut dyn Obser
     decision
 }
 
-struct Run<'a> {
-    canary: &'a Canary,
-    now: DateTime<Utc>,
+pub(crate) struct Run<'a> {
+    pub(crate) canary: &'a Canary,
+    pub(crate) now: DateTime<Utc>,
     /// The status as it was at the start of the run.
-    status: CanaryStatus,
-    decision: Decision,
+    pub(crate) status: CanaryStatus,
+    pub(crate) decision: Decision,
     first_status: bool,
+    /// Requests made by hand and the pause mark, from the annotations.
+    pub(crate) manual: ManualState,
 }
 
 impl Run<'_> {
     /// `name.namespace` of the canary.
-    fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         self.canary.id()
     }
 
@@ -72,21 +76,26 @@ impl Run<'_> {
         )
     }
 
-    fn normal(&mut self, message: impl Into<String>) {
+    pub(crate) fn normal(&mut self, message: impl Into<String>) {
         self.decision.events.push(Event {
             type_: EventType::Normal,
             message: message.into(),
         });
     }
 
-    fn warning(&mut self, message: impl Into<String>) {
+    pub(crate) fn warning(&mut self, message: impl Into<String>) {
         self.decision.events.push(Event {
             type_: EventType::Warning,
             message: message.into(),
         });
     }
 
-    fn alert(&mut self, severity: AlertSeverity, message: impl Into<String>, with_details: bool) {
+    pub(crate) fn alert(
+        &mut self,
+        severity: AlertSeverity,
+        message: impl Into<String>,
+        with_details: bool,
+    ) {
         self.decision.alerts.push(Alert {
             severity,
             message: message.into(),
@@ -106,7 +115,7 @@ impl Run<'_> {
             .unwrap_or_else(|| self.status.clone())
     }
 
-    fn set_status(&mut self, status: CanaryStatus, phase: CanaryPhase) {
+    pub(crate) fn set_status(&mut self, status: CanaryStatus, phase: CanaryPhase) {
         self.decision.status = Some(with_phase(self.canary, status, phase, self.now));
     }
 
@@ -116,6 +125,14 @@ impl Run<'_> {
     }
 
     async fn decide(&mut self, observe: &mut dyn Observe) {
+        if let Some(request) = self.manual.request.clone() {
+            return self.handle_request(observe, &request).await;
+        }
+        self.clear_stale_pause();
+        if self.manual.paused.is_some() && self.status.phase.is_running() {
+            // Held by hand at the current weight until resumed (or promoted, aborted).
+            return;
+        }
         if self.canary.spec.suspend {
             self.normal("skipping canary run as object is suspended");
             return;
@@ -146,7 +163,7 @@ impl Run<'_> {
         }
     }
 
-    async fn revision(&mut self, observe: &mut dyn Observe) -> Option<TargetRevision> {
+    pub(crate) async fn revision(&mut self, observe: &mut dyn Observe) -> Option<TargetRevision> {
         match observe.target_revision().await {
             Ok(r) => Some(r),
             Err(e) => {
@@ -212,7 +229,7 @@ impl Run<'_> {
     }
 
     /// Confirm-rollout gates, then scale the target up and start the analysis.
-    async fn start(&mut self, observe: &mut dyn Observe, revision: TargetRevision) {
+    pub(crate) async fn start(&mut self, observe: &mut dyn Observe, revision: TargetRevision) {
         for hook in hooks(self.canary, HookType::ConfirmRollout) {
             if observe
                 .call_webhook(&hook, self.status.phase)
@@ -253,7 +270,7 @@ impl Run<'_> {
     }
 
     /// A status for a fresh analysis of `revision`.
-    fn restarted_status(&self, revision: TargetRevision) -> CanaryStatus {
+    pub(crate) fn restarted_status(&self, revision: TargetRevision) -> CanaryStatus {
         let mut status = self.next_status();
         status.canary_weight = 0;
         status.failed_checks = 0;
@@ -266,7 +283,11 @@ impl Run<'_> {
     async fn advance(&mut self, observe: &mut dyn Observe) {
         let phase = self.status.phase;
         if !self.canary.skips_analysis() {
-            match observe.primary_readiness().await {
+            match observe
+                .primary_readiness()
+                .await
+                .map(|r| self.forgive_paused_time(r))
+            {
                 Err(e) => return self.warning(e),
                 Ok(Readiness::Waiting(m)) => return self.warning(m),
                 Ok(Readiness::DeadlineExceeded(m)) => {
@@ -301,7 +322,11 @@ impl Run<'_> {
             }
         }
         let mut deadline = None;
-        match observe.canary_readiness().await {
+        match observe
+            .canary_readiness()
+            .await
+            .map(|r| self.forgive_paused_time(r))
+        {
             Err(e) => return self.warning(e),
             Ok(Readiness::Waiting(m)) => return self.warning(m),
             Ok(Readiness::DeadlineExceeded(m)) => deadline = Some(m),
@@ -496,7 +521,7 @@ impl Run<'_> {
         true
     }
 
-    fn promote(&mut self) {
+    pub(crate) fn promote(&mut self) {
         self.normal(format!(
             "Copying {} template spec to {}",
             self.target_id(),
@@ -756,7 +781,7 @@ impl Run<'_> {
     }
 
     /// All traffic back to the primary, the target scaled to zero, phase Failed.
-    fn rollback(&mut self) {
+    pub(crate) fn rollback(&mut self) {
         let failed = self.next_status().failed_checks;
         if failed >= self.canary.analysis_threshold() {
             self.warning(format!(

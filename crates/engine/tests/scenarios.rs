@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serin_api::Canary;
 use serin_api::canary::{CanaryMetric, CanaryPhase, CanaryWebhook};
 use serin_api::load::{Object, parse_documents, to_object};
+use serin_api::manual;
 use serin_engine::{
     Action, Decision, EventType, MetricOutcome, Observe, Readiness, Routes, TargetRevision, decide,
 };
@@ -158,6 +159,13 @@ impl Harness {
         if let Some(status) = &decision.status {
             self.canary.status = Some(status.clone());
         }
+        let annotations = self.canary.metadata.annotations.get_or_insert_default();
+        for (key, value) in &decision.annotations {
+            match value {
+                Some(v) => annotations.insert(key.clone(), v.clone()),
+                None => annotations.remove(key),
+            };
+        }
         for e in &decision.events {
             let prefix = match e.type_ {
                 EventType::Normal => "",
@@ -195,6 +203,21 @@ impl Harness {
 
     fn new_revision(&mut self, hash: &str) {
         self.world.target_hash = hash.into();
+    }
+
+    /// Writes a request as `serin abort` ... does.
+    fn request(&mut self, kind: &str, by: &str, reason: Option<&str>) {
+        let a = self.canary.metadata.annotations.get_or_insert_default();
+        a.insert(manual::REQUEST.into(), kind.into());
+        a.insert(manual::REQUEST_BY.into(), by.into());
+        a.insert(manual::REQUEST_ID.into(), format!("{kind}-1"));
+        if let Some(r) = reason {
+            a.insert(manual::REQUEST_REASON.into(), r.into());
+        }
+    }
+
+    fn annotation(&self, key: &str) -> Option<String> {
+        self.canary.metadata.annotations.as_ref()?.get(key).cloned()
     }
 
     async fn rollout(&mut self) -> CanaryPhase {
@@ -876,5 +899,197 @@ async fn losing_any_status_write_reaches_the_same_outcome() {
         assert_eq!(h.world.primary_hash, "rev-2");
         assert_eq!(h.world.routes, Routes::PRIMARY);
         assert!(!h.world.target_scaled_up);
+    }
+}
+
+/// The seed canary mid-analysis at canary weight 20.
+async fn mid_analysis() -> Harness {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    h.new_revision("rev-2");
+    for _ in 0..10 {
+        h.step().await;
+        if h.world.routes.canary == 20 {
+            h.events.clear();
+            return h;
+        }
+    }
+    panic!("never reached weight 20: {:#?}", h.events);
+}
+
+#[tokio::test]
+async fn abort_by_hand_rolls_back_at_once_and_names_who_asked() {
+    let mut h = mid_analysis().await;
+    h.request("abort", "alice", Some("latency is up"));
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Failed);
+    assert_eq!(h.world.routes, Routes::PRIMARY);
+    assert!(!h.world.target_scaled_up);
+    assert_eq!(
+        h.events[0],
+        "W: Rolling back podinfo.test abort requested by alice: latency is up"
+    );
+    assert_eq!(h.annotation(manual::REQUEST), None, "the request is closed");
+    assert_eq!(
+        h.annotation(manual::RESULT).as_deref(),
+        Some("abort-1 done: Rolling back podinfo.test abort requested by alice: latency is up")
+    );
+    // The same revision stays Failed.
+    h.step().await;
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Failed);
+    assert_eq!(h.world.routes, Routes::PRIMARY);
+}
+
+#[tokio::test]
+async fn promote_by_hand_skips_the_remaining_steps_through_the_promotion_path() {
+    let mut h = mid_analysis().await;
+    h.request("promote", "bob", None);
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Promoting);
+    assert_eq!(h.world.primary_hash, "rev-2", "the primary is copied");
+    h.world.primary_ready = Readiness::Waiting("primary rolling out".into());
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Promoting, "waits for the primary");
+    h.world.primary_ready = Readiness::Ready;
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert_eq!(h.world.routes, Routes::PRIMARY);
+    assert_eq!(
+        h.events[0],
+        "Promotion of podinfo.test requested by bob: skipping the remaining analysis"
+    );
+    assert!(!h.events.iter().any(|e| e.contains("canary weight 30")));
+}
+
+#[tokio::test]
+async fn a_request_that_does_not_fit_the_phase_is_refused_and_changes_nothing() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    h.new_revision("rev-2");
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    h.events.clear();
+    let before = h.canary.status.clone();
+    h.request("promote", "carol", None);
+    let d = h.step().await;
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(h.canary.status, before);
+    assert_eq!(
+        h.events,
+        [
+            "W: Refused promote of podinfo.test requested by carol: no rollout is under way (phase Succeeded)"
+        ]
+    );
+    assert_eq!(
+        h.annotation(manual::RESULT).as_deref(),
+        Some("promote-1 refused: no rollout is under way (phase Succeeded)")
+    );
+    assert_eq!(h.annotation(manual::REQUEST), None);
+    h.request("explode", "carol", None);
+    h.step().await;
+    assert!(
+        h.events[1]
+            .starts_with("W: Refused explode of podinfo.test requested by carol: unknown request"),
+        "{:?}",
+        h.events
+    );
+}
+
+#[tokio::test]
+async fn pause_holds_the_weight_and_the_progress_deadline_does_not_count_while_paused() {
+    let mut h = mid_analysis().await;
+    h.request("pause", "dan", Some("checking dashboards"));
+    h.step().await;
+    assert!(h.annotation(manual::PAUSED).is_some());
+    assert_eq!(
+        h.events[0],
+        "Paused podinfo.test at canary weight 20, requested by dan: checking dashboards"
+    );
+    // The canary stalls past its deadline while paused: nothing moves.
+    h.world.canary_ready = Readiness::DeadlineExceeded("no progress".into());
+    for _ in 0..5 {
+        h.step().await;
+    }
+    assert_eq!(h.phase(), CanaryPhase::Progressing);
+    assert_eq!(h.world.routes.canary, 20);
+    h.request("resume", "dan", None);
+    h.step().await;
+    assert_eq!(h.annotation(manual::PAUSED), None);
+    assert!(h.annotation(manual::RESUMED).is_some());
+    // Within progressDeadlineSeconds (60s) of the resume the deadline has not passed.
+    h.now -= chrono::Duration::seconds(30);
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Progressing);
+    assert_eq!(h.world.routes.canary, 20);
+    // Later it has.
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Failed, "{:#?}", h.events);
+}
+
+#[tokio::test]
+async fn resume_continues_the_steps_and_pause_twice_is_refused() {
+    let mut h = mid_analysis().await;
+    h.request("pause", "dan", None);
+    h.step().await;
+    h.request("pause", "erin", None);
+    h.step().await;
+    assert_eq!(
+        h.events.last().unwrap(),
+        "W: Refused pause of podinfo.test requested by erin: the canary is already paused"
+    );
+    h.request("resume", "dan", None);
+    h.step().await;
+    assert_eq!(h.world.routes.canary, 20);
+    h.step().await;
+    assert_eq!(h.world.routes.canary, 30);
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+}
+
+#[tokio::test]
+async fn retry_runs_the_analysis_again_for_a_failed_revision() {
+    let mut h = mid_analysis().await;
+    h.world.metric_halts.insert(
+        "request-success-rate".into(),
+        "Halt podinfo.test advancement success rate 69.17% < 99%".into(),
+    );
+    assert_eq!(h.rollout().await, CanaryPhase::Failed);
+    h.request("retry", "frank", None);
+    h.world.metric_halts.clear();
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Progressing);
+    assert!(h.world.target_scaled_up);
+    assert_eq!(h.canary.status.as_ref().unwrap().failed_checks, 0);
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    assert_eq!(h.world.primary_hash, "rev-2", "the same target revision");
+    assert!(
+        h.events
+            .contains(&"Retrying the analysis of podinfo.test requested by frank".to_string())
+    );
+}
+
+#[tokio::test]
+async fn promote_and_abort_at_a_closed_confirm_rollout_gate() {
+    let yaml = with_analysis(
+        "",
+        "    stepWeight: 50\n    webhooks:\n    - name: gate\n      type: confirm-rollout\n      url: http://tester/gate/check\n",
+    );
+    for (kind, end) in [
+        ("promote", CanaryPhase::Succeeded),
+        ("abort", CanaryPhase::Failed),
+    ] {
+        let mut h = Harness::new(&yaml);
+        h.initialize().await;
+        h.world.webhooks.insert("gate".into(), false);
+        h.new_revision("rev-2");
+        h.step().await;
+        assert_eq!(h.phase(), CanaryPhase::Waiting);
+        h.request(kind, "gina", None);
+        h.run_until(&[end], 5).await;
+        // The revision is taken: it does not start again at the next run.
+        h.step().await;
+        h.step().await;
+        assert_eq!(h.phase(), end, "{kind}: {:#?}", h.events);
+        let expected_primary = if kind == "promote" { "rev-2" } else { "rev-1" };
+        assert_eq!(h.world.primary_hash, expected_primary);
+        assert_eq!(h.world.routes, Routes::PRIMARY);
     }
 }

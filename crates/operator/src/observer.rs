@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serin_api::canary::{CanaryMetric, CanaryPhase, CanaryWebhook};
+use serin_api::manual::CheckResult;
 use serin_api::{Canary, MetricTemplate};
 use serin_engine::{MetricOutcome, Observe, Readiness, Routes, TargetRevision};
 use serin_metrics::check::{CheckOutcome, ProviderContext, run_check, template_key};
@@ -31,6 +32,16 @@ pub trait Checks: Send + Sync {
 
     /// Runs one metric check.
     async fn check_metric(&self, canary: &Canary, metric: &CanaryMetric) -> MetricOutcome;
+
+    /// Runs one metric check and gives the value measured, when there is one (shown
+    /// by `serin status` and the dashboard).
+    async fn measure_metric(
+        &self,
+        canary: &Canary,
+        metric: &CanaryMetric,
+    ) -> (MetricOutcome, Option<f64>) {
+        (self.check_metric(canary, metric).await, None)
+    }
 }
 
 /// Real webhooks over HTTP, real metric providers.
@@ -53,6 +64,14 @@ impl Checks for LiveChecks {
     }
 
     async fn check_metric(&self, canary: &Canary, metric: &CanaryMetric) -> MetricOutcome {
+        self.measure_metric(canary, metric).await.0
+    }
+
+    async fn measure_metric(
+        &self,
+        canary: &Canary,
+        metric: &CanaryMetric,
+    ) -> (MetricOutcome, Option<f64>) {
         let mut template = None;
         let mut secret = None;
         if let Some((name, namespace)) = template_key(canary, metric) {
@@ -60,14 +79,20 @@ impl Checks for LiveChecks {
             match api.get_opt(&name).await {
                 Ok(Some(t)) => template = Some(t),
                 Ok(None) => {
-                    return MetricOutcome::Halt(format!(
-                        "Metric template {name}.{namespace} not found"
-                    ));
+                    return (
+                        MetricOutcome::Halt(format!(
+                            "Metric template {name}.{namespace} not found"
+                        )),
+                        None,
+                    );
                 }
                 Err(e) => {
-                    return MetricOutcome::Halt(format!(
-                        "Metric template {name}.{namespace} error: {e}"
-                    ));
+                    return (
+                        MetricOutcome::Halt(format!(
+                            "Metric template {name}.{namespace} error: {e}"
+                        )),
+                        None,
+                    );
                 }
             }
         }
@@ -88,11 +113,14 @@ impl Checks for LiveChecks {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return MetricOutcome::Halt(format!(
-                        "Metric template {} secret {}.{ns} error: {e}",
-                        t.metadata.name.clone().unwrap_or_default(),
-                        r.name
-                    ));
+                    return (
+                        MetricOutcome::Halt(format!(
+                            "Metric template {} secret {}.{ns} error: {e}",
+                            t.metadata.name.clone().unwrap_or_default(),
+                            r.name
+                        )),
+                        None,
+                    );
                 }
             }
         }
@@ -104,11 +132,12 @@ impl Checks for LiveChecks {
             &self.metrics,
         )
         .await;
-        match check.outcome {
+        let outcome = match check.outcome {
             CheckOutcome::Pass => MetricOutcome::Pass,
             CheckOutcome::Halt(m) => MetricOutcome::Halt(m),
         }
-        .noted(check.warning)
+        .noted(check.warning);
+        (outcome, check.value)
     }
 }
 
@@ -123,6 +152,8 @@ pub struct ClusterObserver<'a> {
     canary_ready: Option<Result<Readiness, String>>,
     primary_ready: Option<Result<Readiness, String>>,
     routes: Option<Result<Routes, String>>,
+    /// The webhook and metric results of this run, in order.
+    pub seen: Vec<CheckResult>,
 }
 
 impl<'a> ClusterObserver<'a> {
@@ -141,6 +172,7 @@ impl<'a> ClusterObserver<'a> {
             canary_ready: None,
             primary_ready: None,
             routes: None,
+            seen: Vec::new(),
         }
     }
 }
@@ -193,12 +225,48 @@ impl Observe for ClusterObserver<'_> {
         webhook: &CanaryWebhook,
         phase: CanaryPhase,
     ) -> Result<(), String> {
-        self.checks
+        let result = self
+            .checks
             .call_webhook(self.canary, webhook, phase, &BTreeMap::new())
-            .await
+            .await;
+        self.seen.push(seen_webhook(webhook, &result));
+        result
     }
 
     async fn check_metric(&mut self, metric: &CanaryMetric) -> MetricOutcome {
-        self.checks.check_metric(self.canary, metric).await
+        let (outcome, value) = self.checks.measure_metric(self.canary, metric).await;
+        self.seen.push(seen_metric(metric, value, &outcome));
+        outcome
     }
+}
+
+fn seen_webhook(webhook: &CanaryWebhook, result: &Result<(), String>) -> CheckResult {
+    let kind = webhook.hook_type().map(|t| t.as_str()).unwrap_or("rollout");
+    CheckResult::new(
+        kind,
+        &webhook.name,
+        result.is_ok(),
+        result.as_ref().err().map(|e| e.as_str()),
+    )
+}
+
+fn seen_metric(metric: &CanaryMetric, value: Option<f64>, outcome: &MetricOutcome) -> CheckResult {
+    let message = match outcome {
+        MetricOutcome::Pass => None,
+        MetricOutcome::Halt(m) => Some(m.as_str()),
+    };
+    let mut r = CheckResult::new(
+        "metric",
+        &metric.name,
+        matches!(outcome, MetricOutcome::Pass),
+        message,
+    );
+    r.value = value.filter(|v| v.is_finite());
+    if let Some(range) = &metric.threshold_range {
+        r.min = range.min;
+        r.max = range.max;
+    } else {
+        r.max = metric.threshold;
+    }
+    r
 }

@@ -66,6 +66,15 @@ async fn worth_running_now(
     if canary.metadata.deletion_timestamp.is_some() {
         return true;
     }
+    // A request made by hand (`serin promote` ...) is acted on at once.
+    if canary
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(serin_api::manual::REQUEST))
+    {
+        return true;
+    }
     if canary.metadata.generation != last_generation {
         return true;
     }

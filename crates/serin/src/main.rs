@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use serin_api::manual::RequestKind;
 
 mod cmd;
 mod logging;
@@ -37,6 +38,38 @@ enum Command {
     Loadtester(cmd::loadtester::Args),
     /// Alert commands (send a test notification through an AlertProvider)
     Alert(cmd::alert::Args),
+    /// Show canaries: phase, weights, checks, gates, events (--watch follows them)
+    Status(cmd::status::Args),
+    /// Promote a canary now: skip the remaining steps and gates
+    Promote(cmd::request::Args),
+    /// Roll a canary back now
+    Abort(cmd::request::Args),
+    /// Run the analysis again for a Failed canary, without changing its target
+    Retry(cmd::request::Args),
+    /// Hold a canary at its current weight (the progress deadline does not count)
+    Pause(cmd::request::Args),
+    /// Continue a paused canary
+    Resume(cmd::request::Args),
+    /// Serve a live web dashboard of the canaries on 127.0.0.1
+    Dashboard(cmd::dashboard::Args),
+}
+
+/// Parses the command line; as `kubectl-serin` (a kubectl plugin) the help says
+/// `kubectl serin`.
+fn parse() -> Cli {
+    let invoked = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if invoked == "kubectl-serin" {
+        let command = Cli::command()
+            .name("kubectl serin")
+            .bin_name("kubectl serin");
+        let matches = command.get_matches_from(go_style_flags(std::env::args_os()));
+        return Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    }
+    Cli::parse_from(go_style_flags(std::env::args_os()))
 }
 
 /// Flagger's chart passes flags as `-name=value`, as Go's flag package spells them:
@@ -71,7 +104,7 @@ fn is_go_long_flag(arg: &str) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(go_style_flags(std::env::args_os()));
+    let cli = parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,6 +127,13 @@ fn main() -> ExitCode {
             Command::Query(a) => cmd::query::run(a).await,
             Command::Loadtester(a) => cmd::loadtester::run(a).await,
             Command::Alert(a) => cmd::alert::run(a).await,
+            Command::Status(a) => cmd::status::run(a).await,
+            Command::Promote(a) => cmd::request::run(RequestKind::Promote, a).await,
+            Command::Abort(a) => cmd::request::run(RequestKind::Abort, a).await,
+            Command::Retry(a) => cmd::request::run(RequestKind::Retry, a).await,
+            Command::Pause(a) => cmd::request::run(RequestKind::Pause, a).await,
+            Command::Resume(a) => cmd::request::run(RequestKind::Resume, a).await,
+            Command::Dashboard(a) => cmd::dashboard::run(a).await,
         }
     });
     match result {

@@ -114,6 +114,14 @@ impl Checks for ScriptedChecks {
     }
 
     async fn check_metric(&self, canary: &Canary, metric: &CanaryMetric) -> MetricOutcome {
+        self.measure_metric(canary, metric).await.0
+    }
+
+    async fn measure_metric(
+        &self,
+        canary: &Canary,
+        metric: &CanaryMetric,
+    ) -> (MetricOutcome, Option<f64>) {
         let value = self
             .metrics
             .lock()
@@ -121,14 +129,17 @@ impl Checks for ScriptedChecks {
             .get(&metric.name)
             .copied();
         let Some(value) = value else {
-            return MetricOutcome::Halt(format!(
-                "Halt {} advancement {} has no simulated value (give one with --metric {}=VALUE)",
-                canary.id(),
-                metric.name,
-                metric.name
-            ));
+            return (
+                MetricOutcome::Halt(format!(
+                    "Halt {} advancement {} has no simulated value (give one with --metric {}=VALUE)",
+                    canary.id(),
+                    metric.name,
+                    metric.name
+                )),
+                None,
+            );
         };
-        match evaluate(
+        let outcome = match evaluate(
             canary.metadata.name.as_deref().unwrap_or_default(),
             canary.metadata.namespace.as_deref().unwrap_or_default(),
             metric,
@@ -136,6 +147,7 @@ impl Checks for ScriptedChecks {
         ) {
             CheckOutcome::Pass => MetricOutcome::Pass,
             CheckOutcome::Halt(m) => MetricOutcome::Halt(m),
-        }
+        };
+        (outcome, Some(value))
     }
 }

@@ -7,6 +7,7 @@
 //! concurrency, then records events and sends alerts. All progress lives in the status,
 //! so a new process continues where a stopped one left off.
 
+mod manual;
 mod run;
 mod status;
 

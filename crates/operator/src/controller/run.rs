@@ -172,6 +172,7 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
         }
     }
     let decision = serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await;
+    let seen = std::mem::take(&mut observer.seen);
     drop(observer);
     if queued(ctx, &canary, &decision).await {
         return None;
@@ -218,6 +219,40 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
         }
     };
     slot.keep = true;
+    let mut annotations = decision.annotations.clone();
+    if !seen.is_empty() {
+        // Each check keeps its latest result: a pre-rollout check passed on the first
+        // step still shows as passed later in the analysis.
+        let mut results = serin_api::manual::LastChecks::of(&canary)
+            .map(|l| l.results)
+            .unwrap_or_default();
+        results.retain(|r| !seen.iter().any(|s| s.kind == r.kind && s.name == r.name));
+        results.extend(seen);
+        let last = serin_api::manual::LastChecks {
+            time: ctx
+                .clock
+                .now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            results,
+        };
+        annotations.insert(
+            serin_api::manual::LAST_CHECKS.to_string(),
+            serde_json::to_string(&last).ok(),
+        );
+    }
+    if let Err(e) = super::manual::apply_annotations(api, &canary, &annotations).await {
+        if decision.annotations.is_empty() {
+            // Only the results shown by `serin status`: the next run writes them again.
+            tracing::debug!(msg = format!("cannot write the last checks: {e}"), canary = %canary.id());
+        } else {
+            warn(
+                ctx,
+                &canary,
+                &format!("cannot close the request made by hand: {e}"),
+            )
+            .await;
+        }
+    }
     note_phase(ctx, &canary, &status);
     publish(ctx, &canary, &status, &decision).await;
     for phase in post_rollout {

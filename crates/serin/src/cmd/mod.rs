@@ -1,10 +1,14 @@
 pub mod alert;
 pub mod crds;
+pub mod dashboard;
 pub mod demo;
 pub mod loadtester;
 pub mod operator;
 pub mod query;
 pub mod render;
+pub mod request;
 pub mod sandbox;
 pub mod simulate;
+pub mod status;
 pub mod validate;
+pub mod view;
