@@ -208,6 +208,22 @@ fn validate_canary(c: &Canary, out: &mut Vec<Finding>) {
             ),
         ));
     }
+    if provider.starts_with("gatewayapi:") {
+        if spec.service.gateway_refs.is_empty() {
+            out.push(Finding::error(
+                "spec.service.gatewayRefs",
+                format!("required with provider {provider}: the Gateways the HTTPRoute attaches to"),
+            ));
+        }
+        for (i, r) in spec.service.gateway_refs.iter().enumerate() {
+            if r.get("name").and_then(serde_json::Value::as_str).is_none_or(str::is_empty) {
+                out.push(Finding::error(
+                    format!("spec.service.gatewayRefs[{i}].name"),
+                    "required: the Gateway's name",
+                ));
+            }
+        }
+    }
     if !(1..=65535).contains(&spec.service.port) {
         out.push(Finding::error(
             "spec.service.port",
@@ -480,6 +496,40 @@ fn validate_metric_template(t: &MetricTemplate, out: &mut Vec<Finding>) {
                 METRIC_PROVIDER_TYPES.join(", ")
             ),
         ));
+    }
+    let has_address = t
+        .spec
+        .provider
+        .address
+        .as_deref()
+        .is_some_and(|a| !a.trim().is_empty());
+    match ty {
+        "cloudwatch"
+            if t
+                .spec
+                .provider
+                .region
+                .as_deref()
+                .is_none_or(|r| r.trim().is_empty()) =>
+        {
+            out.push(Finding::error(
+                "spec.provider.region",
+                "required for cloudwatch: the AWS region (us-east-1)",
+            ));
+        }
+        "dynatrace" | "splunk" | "graphite" | "influxdb" if !has_address => {
+            out.push(Finding::error(
+                "spec.provider.address",
+                format!("required for {ty}: the provider's URL"),
+            ));
+        }
+        "datadog" | "newrelic" | "dynatrace" | "splunk" if t.spec.provider.secret_ref.is_none() => {
+            out.push(Finding::error(
+                "spec.provider.secretRef",
+                format!("required for {ty}: the Secret with the API credentials"),
+            ));
+        }
+        _ => {}
     }
     if let Some(addr) = t.spec.provider.address.as_deref()
         && !addr.is_empty()

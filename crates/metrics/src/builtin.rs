@@ -76,11 +76,71 @@ impl BuiltinMetric {
 
     /// The query template (rendered with [`crate::render_query`]) for a traffic
     /// provider. Istio's telemetry is the only one today, so every provider gets it.
-    pub fn query_template(self, _provider: &str) -> &'static str {
+    pub fn query_template(self, provider: &str) -> &'static str {
+        if let Some(q) = self.gateway_api_query_template(provider) {
+            return q;
+        }
         match self {
             BuiltinMetric::RequestSuccessRate => REQUEST_SUCCESS_RATE,
             BuiltinMetric::RequestDuration => REQUEST_DURATION,
         }
+    }
+}
+
+/// The Gateway API providers' built-in checks: as Flagger's (its HTTP observer,
+/// shared with the `kubernetes` provider), the application's own
+/// `http_request_duration_seconds` histogram, with the pod's namespace and name as
+/// Prometheus' Kubernetes service discovery labels them, over the canary's pods
+/// (`{{ target }}-<replicaset>-<pod>`).
+const HTTP_REQUEST_SUCCESS_RATE: &str = r#"
+sum(
+  rate(
+    http_request_duration_seconds_count{
+      kubernetes_namespace="{{ namespace }}",
+      kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",
+      status!~"5.*"
+    }[{{ interval }}]
+  )
+)
+/
+sum(
+  rate(
+    http_request_duration_seconds_count{
+      kubernetes_namespace="{{ namespace }}",
+      kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
+    }[{{ interval }}]
+  )
+)
+* 100
+"#;
+
+/// P99 of the same histogram, in milliseconds (Flagger reads seconds and converts).
+const HTTP_REQUEST_DURATION: &str = r#"
+histogram_quantile(
+  0.99,
+  sum by (le) (
+    rate(
+      http_request_duration_seconds_bucket{
+        kubernetes_namespace="{{ namespace }}",
+        kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
+      }[{{ interval }}]
+    )
+  )
+)
+* 1000
+"#;
+
+impl BuiltinMetric {
+    /// The query for `gatewayapi:v1` and `gatewayapi:v1beta1` canaries, `None` for
+    /// other providers.
+    pub fn gateway_api_query_template(self, provider: &str) -> Option<&'static str> {
+        if !provider.starts_with("gatewayapi") {
+            return None;
+        }
+        Some(match self {
+            BuiltinMetric::RequestSuccessRate => HTTP_REQUEST_SUCCESS_RATE,
+            BuiltinMetric::RequestDuration => HTTP_REQUEST_DURATION,
+        })
     }
 }
 
@@ -123,5 +183,29 @@ mod tests {
             assert!(q.contains(r#"reporter="destination""#), "{q}");
             assert!(q.contains("[30s]"), "{q}");
         }
+    }
+
+    #[test]
+    fn gateway_api_canaries_use_the_application_histogram() {
+        let model = QueryModel {
+            namespace: "test".into(),
+            target: "podinfo".into(),
+            interval: "1m".into(),
+            ..Default::default()
+        };
+        let rate = render_query(
+            BuiltinMetric::RequestSuccessRate.query_template("gatewayapi:v1"),
+            &model,
+        )
+        .unwrap();
+        assert!(rate.contains(r#"kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)""#), "{rate}");
+        assert!(rate.contains(r#"status!~"5.*""#), "{rate}");
+        let p99 = render_query(
+            BuiltinMetric::RequestDuration.query_template("gatewayapi:v1beta1"),
+            &model,
+        )
+        .unwrap();
+        assert!(p99.contains("http_request_duration_seconds_bucket") && p99.trim_end().ends_with("* 1000"), "{p99}");
+        assert!(!BuiltinMetric::RequestDuration.query_template("istio").contains("kubernetes_pod_name"));
     }
 }

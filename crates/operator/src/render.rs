@@ -95,7 +95,7 @@ impl Default for RenderOptions {
 }
 
 /// Kinds serin generates, in the order render prints them.
-const GENERATED: [(&str, &str, &str, &str); 8] = [
+const GENERATED: [(&str, &str, &str, &str); 9] = [
     ("apps", "v1", "Deployment", "deployments"),
     ("apps", "v1", "DaemonSet", "daemonsets"),
     (
@@ -118,6 +118,12 @@ const GENERATED: [(&str, &str, &str, &str); 8] = [
         "v1beta1",
         "VirtualService",
         "virtualservices",
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
     ),
 ];
 
