@@ -9,25 +9,33 @@ fn fixture() -> PathBuf {
         .join("../../tests/fixtures/gateway-api/podinfo-canary.yaml")
 }
 
+fn podinfo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../operator/tests/data/podinfo.yaml")
+}
+
+/// Success and standard output (standard error is added when the command fails).
 fn serin(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_serin"))
         .args(args)
         .output()
         .expect("serin runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), text)
 }
 
 #[test]
 fn render_prints_the_http_route() {
-    let path = fixture();
-    let (ok, out) = serin(&["render", "-f", path.to_str().unwrap()]);
+    let (path, deployment) = (fixture(), podinfo());
+    let (ok, out) = serin(&[
+        "render",
+        "-f",
+        deployment.to_str().unwrap(),
+        "-f",
+        path.to_str().unwrap(),
+    ]);
     assert!(ok, "{out}");
     let doc = out
         .split("\n---")
@@ -76,7 +84,7 @@ fn simulate_promotes_and_rolls_back() {
         "--metric",
         "request-duration=250",
     ]);
-    assert!(!ok, "{out}");
+    assert!(!ok, "a failed canary exits non-zero\n{out}");
     assert!(out.contains("Rolling back podinfo.test failed checks threshold reached 5"), "{out}");
-    assert!(out.trim_end().lines().last().unwrap().starts_with("result: Failed"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("result: Failed after")), "{out}");
 }
