@@ -31,7 +31,9 @@ pub struct MetricTemplateSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricTemplateProvider {
-    /// One of [`METRIC_PROVIDER_TYPES`], Flagger's names (`prometheus` when empty).
+    /// The provider, as Flagger names it: prometheus (when empty), datadog, cloudwatch,
+    /// newrelic, graphite, influxdb, dynatrace, stackdriver, splunk, keptn or
+    /// externalmetrics.
     #[serde(default, rename = "type")]
     pub type_: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
