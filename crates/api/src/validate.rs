@@ -212,11 +212,16 @@ fn validate_canary(c: &Canary, out: &mut Vec<Finding>) {
         if spec.service.gateway_refs.is_empty() {
             out.push(Finding::error(
                 "spec.service.gatewayRefs",
-                format!("required with provider {provider}: the Gateways the HTTPRoute attaches to"),
+                format!(
+                    "required with provider {provider}: the Gateways the HTTPRoute attaches to"
+                ),
             ));
         }
         for (i, r) in spec.service.gateway_refs.iter().enumerate() {
-            if r.get("name").and_then(serde_json::Value::as_str).is_none_or(str::is_empty) {
+            if r.get("name")
+                .and_then(serde_json::Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 out.push(Finding::error(
                     format!("spec.service.gatewayRefs[{i}].name"),
                     "required: the Gateway's name",
@@ -505,8 +510,7 @@ fn validate_metric_template(t: &MetricTemplate, out: &mut Vec<Finding>) {
         .is_some_and(|a| !a.trim().is_empty());
     match ty {
         "cloudwatch"
-            if t
-                .spec
+            if t.spec
                 .provider
                 .region
                 .as_deref()

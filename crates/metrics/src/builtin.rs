@@ -198,14 +198,25 @@ mod tests {
             &model,
         )
         .unwrap();
-        assert!(rate.contains(r#"kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)""#), "{rate}");
+        assert!(
+            rate.contains(r#"kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)""#),
+            "{rate}"
+        );
         assert!(rate.contains(r#"status!~"5.*""#), "{rate}");
         let p99 = render_query(
             BuiltinMetric::RequestDuration.query_template("gatewayapi:v1beta1"),
             &model,
         )
         .unwrap();
-        assert!(p99.contains("http_request_duration_seconds_bucket") && p99.trim_end().ends_with("* 1000"), "{p99}");
-        assert!(!BuiltinMetric::RequestDuration.query_template("istio").contains("kubernetes_pod_name"));
+        assert!(
+            p99.contains("http_request_duration_seconds_bucket")
+                && p99.trim_end().ends_with("* 1000"),
+            "{p99}"
+        );
+        assert!(
+            !BuiltinMetric::RequestDuration
+                .query_template("istio")
+                .contains("kubernetes_pod_name")
+        );
     }
 }

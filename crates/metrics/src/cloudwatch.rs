@@ -458,7 +458,9 @@ async fn container_credentials(client: &reqwest::Client) -> Result<Option<Creden
     let token = match std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
         Ok(f) if !f.is_empty() => Some(
             std::fs::read_to_string(&f)
-                .map_err(|e| format!("cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {f}: {e}"))?
+                .map_err(|e| {
+                    format!("cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {f}: {e}")
+                })?
                 .trim()
                 .to_string(),
         ),
@@ -516,7 +518,9 @@ async fn imds_credentials(client: &reqwest::Client) -> Result<Credentials, Strin
         .get(format!("{path}{role}"))
         .header("x-aws-ec2-metadata-token", &token)
         .timeout(CREDENTIALS_TIMEOUT);
-    let c: TemporaryCredentials = fetch_json(request, "instance metadata").await.map_err(failed)?;
+    let c: TemporaryCredentials = fetch_json(request, "instance metadata")
+        .await
+        .map_err(failed)?;
     Ok(Credentials::new(
         c.access_key_id,
         c.secret_access_key,
@@ -535,10 +539,7 @@ async fn fetch_json<T: serde::de::DeserializeOwned>(
         .await
         .map_err(|e| format!("{what}: {}", crate::http::root_cause(&e)))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| format!("{what}: {e}"))?;
+    let body = response.bytes().await.map_err(|e| format!("{what}: {e}"))?;
     if !status.is_success() {
         return Err(format!(
             "{what} answered HTTP {status}: {}",
@@ -585,7 +586,13 @@ mod tests {
 
     #[test]
     fn queries_that_are_not_lists_of_objects_are_errors() {
-        for bad in ["", "{}", "[]", "[1]", r#"[{"MetricStat":{"Metric":{"Dimensions":{}}}}]"#] {
+        for bad in [
+            "",
+            "{}",
+            "[]",
+            "[1]",
+            r#"[{"MetricStat":{"Metric":{"Dimensions":{}}}}]"#,
+        ] {
             assert!(metric_data_queries(bad).is_err(), "{bad:?}");
         }
     }

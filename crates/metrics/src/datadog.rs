@@ -101,11 +101,7 @@ impl DatadogProvider {
         {
             return Err(self.endpoint.query_error(&query, "error", message));
         }
-        let Some(point) = response
-            .series
-            .first()
-            .and_then(|s| s.pointlist.first())
-        else {
+        let Some(point) = response.series.first().and_then(|s| s.pointlist.first()) else {
             return Err(self.endpoint.no_data(&query));
         };
         match point.get(1) {
@@ -114,9 +110,10 @@ impl DatadogProvider {
                 self.endpoint.finite(&query, value)
             }
             Some(Value::Null) | None => Err(self.endpoint.no_data(&query)),
-            Some(other) => Err(self
-                .endpoint
-                .decode(&query, format!("a point value that is not a number: {other}"))),
+            Some(other) => Err(self.endpoint.decode(
+                &query,
+                format!("a point value that is not a number: {other}"),
+            )),
         }
     }
 

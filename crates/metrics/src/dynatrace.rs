@@ -118,9 +118,7 @@ impl DynatraceProvider {
             .and_then(|r| r.data.last())
             .and_then(|s| s.values.first());
         match value {
-            Some(Value::Number(n)) => self
-                .endpoint
-                .finite(&query, n.as_f64().unwrap_or(f64::NAN)),
+            Some(Value::Number(n)) => self.endpoint.finite(&query, n.as_f64().unwrap_or(f64::NAN)),
             Some(Value::Null) | None => Err(self.endpoint.no_data(&query)),
             Some(other) => Err(self
                 .endpoint

@@ -130,10 +130,9 @@ impl ExternalMetricsProvider {
                 let request = http::Request::get(&path)
                     .body(Vec::new())
                     .map_err(|e| Self::error(shown, e.to_string()))?;
-                client
-                    .request::<ValueList>(request)
-                    .await
-                    .map_err(|e| Self::error(shown, format!("error querying external metrics API: {e}")))
+                client.request::<ValueList>(request).await.map_err(|e| {
+                    Self::error(shown, format!("error querying external metrics API: {e}"))
+                })
             }
             Transport::Http {
                 endpoint,
@@ -170,7 +169,10 @@ impl ExternalMetricsProvider {
             });
         };
         let v = parse_quantity(&item.value).ok_or_else(|| {
-            Self::error(&shown, format!("the value {:?} is not a quantity", item.value))
+            Self::error(
+                &shown,
+                format!("the value {:?} is not a quantity", item.value),
+            )
         })?;
         crate::http::finite(PROVIDER, &shown, v)
     }

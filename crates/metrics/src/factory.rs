@@ -21,12 +21,13 @@ pub fn build(settings: &ProviderSettings) -> Result<Arc<dyn MetricsProvider>, Pr
     let type_ = settings.type_.trim();
     Ok(match type_ {
         "" | "prometheus" => {
-            let address = settings
-                .address
-                .clone()
-                .ok_or_else(|| ProviderConfigError::NoAddress {
-                    provider: "Prometheus".into(),
-                })?;
+            let address =
+                settings
+                    .address
+                    .clone()
+                    .ok_or_else(|| ProviderConfigError::NoAddress {
+                        provider: "Prometheus".into(),
+                    })?;
             let credentials = match (&settings.secret_name, settings.secret()) {
                 (Some(_), Some(data)) => Some(Credentials::from_secret_data(data)?),
                 _ => None,

@@ -54,12 +54,11 @@ impl GraphiteProvider {
         let query = collapse_whitespace(query);
         let mut url = self.render_url.clone();
         {
-            let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(
-                query.trim_start_matches('?').as_bytes(),
-            )
-            .into_owned()
-            .filter(|(k, _)| k != "format")
-            .collect();
+            let mut pairs: Vec<(String, String)> =
+                url::form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
+                    .into_owned()
+                    .filter(|(k, _)| k != "format")
+                    .collect();
             pairs.push(("format".into(), "json".into()));
             url.query_pairs_mut().extend_pairs(pairs);
         }
@@ -108,7 +107,9 @@ struct Target {
 /// null (no data in that slot).
 fn point_value(point: &[Value]) -> Result<Option<f64>, String> {
     if point.len() != 2 {
-        return Err(format!("a data point that is not [value, timestamp]: {point:?}"));
+        return Err(format!(
+            "a data point that is not [value, timestamp]: {point:?}"
+        ));
     }
     match &point[0] {
         Value::Null => Ok(None),

@@ -75,7 +75,11 @@ impl Endpoint {
     }
 
     /// Sends a request and reads its answer, at most [`MAX_RESPONSE_BYTES`] of it.
-    pub async fn send(&self, request: RequestBuilder, query: &str) -> Result<Answer, ProviderError> {
+    pub async fn send(
+        &self,
+        request: RequestBuilder,
+        query: &str,
+    ) -> Result<Answer, ProviderError> {
         let mut response = request
             .send()
             .await

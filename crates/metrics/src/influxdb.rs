@@ -161,9 +161,7 @@ impl InfluxdbProvider {
             return Err(self.endpoint.no_data(query));
         };
         match row.last() {
-            Some(Value::Number(n)) => self
-                .endpoint
-                .finite(query, n.as_f64().unwrap_or(f64::NAN)),
+            Some(Value::Number(n)) => self.endpoint.finite(query, n.as_f64().unwrap_or(f64::NAN)),
             Some(Value::Null) | None => Err(self.endpoint.no_data(query)),
             Some(other) => Err(self
                 .endpoint
@@ -184,8 +182,7 @@ impl InfluxdbProvider {
         match serde_json::from_slice::<V2Error>(&answer.body) {
             Ok(e) if e.message.is_some() || e.error.is_some() => self.endpoint.query_error(
                 query,
-                e.code
-                    .unwrap_or_else(|| format!("HTTP {}", answer.status)),
+                e.code.unwrap_or_else(|| format!("HTTP {}", answer.status)),
                 e.message.or(e.error).unwrap_or_default(),
             ),
             _ => self.endpoint.http_error(query, answer),
@@ -259,7 +256,10 @@ pub fn first_flux_value(body: &[u8]) -> Result<Option<f64>, String> {
         }
         let Some(columns) = &header else {
             header = Some(record.iter().map(str::to_string).collect());
-            if !header.as_ref().is_some_and(|h| h.iter().any(|c| c == "_value")) {
+            if !header
+                .as_ref()
+                .is_some_and(|h| h.iter().any(|c| c == "_value"))
+            {
                 if let Some(error) = header
                     .as_ref()
                     .and_then(|h| h.iter().position(|c| c == "error"))

@@ -99,7 +99,8 @@ impl KeptnProvider {
             .clone()
             .ok_or_else(|| ProviderConfigError::Invalid {
                 provider: PROVIDER.into(),
-                reason: "the keptn provider reads the Kubernetes API, and no cluster is configured".into(),
+                reason: "the keptn provider reads the Kubernetes API, and no cluster is configured"
+                    .into(),
             })?;
         Ok(Self { client })
     }
@@ -138,7 +139,9 @@ impl KeptnProvider {
                 let v = value.trim().parse::<f64>().map_err(|_| {
                     Self::error(
                         &shown,
-                        format!("the value {value:?} of KeptnMetric {namespace}/{name} is not a number"),
+                        format!(
+                            "the value {value:?} of KeptnMetric {namespace}/{name} is not a number"
+                        ),
                     )
                 })?;
                 crate::http::finite(PROVIDER, &shown, v)
@@ -193,9 +196,15 @@ impl KeptnProvider {
                         format!("could not read Keptn Analysis {namespace}/{name}: {e}"),
                     )
                 })?;
-                let state = current.data.pointer("/status/state").and_then(Value::as_str);
+                let state = current
+                    .data
+                    .pointer("/status/state")
+                    .and_then(Value::as_str);
                 if state == Some("Completed")
-                    && let Some(pass) = current.data.pointer("/status/pass").and_then(Value::as_bool)
+                    && let Some(pass) = current
+                        .data
+                        .pointer("/status/pass")
+                        .and_then(Value::as_bool)
                 {
                     return Ok(if pass { 1.0 } else { 0.0 });
                 }

@@ -85,9 +85,11 @@ impl NewRelicProvider {
                 error: String,
             }
             if let Ok(e) = serde_json::from_slice::<ErrorBody>(&answer.body) {
-                return Err(self
-                    .endpoint
-                    .query_error(&query, format!("HTTP {}", answer.status), e.error));
+                return Err(self.endpoint.query_error(
+                    &query,
+                    format!("HTTP {}", answer.status),
+                    e.error,
+                ));
             }
             return Err(self.endpoint.http_error(&query, &answer));
         }
@@ -108,9 +110,7 @@ impl NewRelicProvider {
             _ => None,
         });
         match value {
-            Some(Value::Number(n)) => self
-                .endpoint
-                .finite(&query, n.as_f64().unwrap_or(f64::NAN)),
+            Some(Value::Number(n)) => self.endpoint.finite(&query, n.as_f64().unwrap_or(f64::NAN)),
             Some(Value::Null) | None => Err(self.endpoint.no_data(&query)),
             Some(other) => Err(self
                 .endpoint

@@ -29,7 +29,9 @@ pub trait MetricsProvider: Send + Sync {
 pub enum ProviderError {
     #[error("no values found: {provider} has no data for query {query}")]
     NoData { provider: String, query: String },
-    #[error("no values found: {provider} answered NaN (nothing to compute it from) for query {query}")]
+    #[error(
+        "no values found: {provider} answered NaN (nothing to compute it from) for query {query}"
+    )]
     NaN { provider: String, query: String },
     #[error("{provider} answered {value} instead of a finite number for query {query}")]
     Infinite {

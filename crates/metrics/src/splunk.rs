@@ -36,7 +36,10 @@ impl SplunkProvider {
         let address = settings.address.clone().unwrap_or_default();
         let token = required_secret(PROVIDER, settings.secret(), TOKEN)?;
         // Either host may be given: api.REALM... for REST, stream.REALM... for SignalFlow.
-        let api = address.replacen("stream", "api", 1).replacen("wss://", "https://", 1).replacen("ws://", "http://", 1);
+        let api = address
+            .replacen("stream", "api", 1)
+            .replacen("wss://", "https://", 1)
+            .replacen("ws://", "http://", 1);
         let stream = api.replacen("api", "stream", 1);
         let (endpoint, api_url) = Endpoint::new(
             PROVIDER,
@@ -166,7 +169,11 @@ pub fn server_sent_events(text: &str) -> Vec<(String, String)> {
     for line in text.lines().chain(std::iter::once("")) {
         if line.is_empty() {
             if !data.is_empty() {
-                let name = if event.is_empty() { "message".to_string() } else { event.clone() };
+                let name = if event.is_empty() {
+                    "message".to_string()
+                } else {
+                    event.clone()
+                };
                 out.push((name, data.join("\n")));
             }
             event.clear();

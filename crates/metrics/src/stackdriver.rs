@@ -66,11 +66,13 @@ impl StackdriverProvider {
         if settings.secret_name.is_some() {
             project = Some(required_secret(PROVIDER, settings.secret(), "project")?);
             if let Some(text) = secret_value(PROVIDER, settings.secret(), "serviceAccountKey")? {
-                let k: ServiceAccountKey = serde_json::from_str(&text)
-                    .map_err(|e| invalid(format!("serviceAccountKey is not a service account key: {e}")))?;
-                let der = pem_private_key(&k.private_key).map_err(|e| {
-                    invalid(format!("serviceAccountKey private_key: {e}"))
+                let k: ServiceAccountKey = serde_json::from_str(&text).map_err(|e| {
+                    invalid(format!(
+                        "serviceAccountKey is not a service account key: {e}"
+                    ))
                 })?;
+                let der = pem_private_key(&k.private_key)
+                    .map_err(|e| invalid(format!("serviceAccountKey private_key: {e}")))?;
                 let pair = ring::signature::RsaKeyPair::from_pkcs8(&der)
                     .map_err(|e| invalid(format!("serviceAccountKey private_key: {e}")))?;
                 key = Some((k, pair));
@@ -106,7 +108,10 @@ impl StackdriverProvider {
         }
         let request = match &self.key {
             Some((key, pair)) => {
-                let token_uri = key.token_uri.clone().unwrap_or_else(|| DEFAULT_TOKEN_URI.into());
+                let token_uri = key
+                    .token_uri
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_TOKEN_URI.into());
                 let assertion = jwt(key, pair, &token_uri).map_err(|e| self.failed(query, e))?;
                 let form = url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
@@ -162,7 +167,10 @@ impl StackdriverProvider {
     async fn call(&self, mql: &str, shown: &str) -> Result<Answer, ProviderError> {
         let project = self.project(shown).await?;
         let token = self.access_token(shown).await?;
-        let url = join_path(&self.base, &format!("/v3/projects/{project}/timeSeries:query"));
+        let url = join_path(
+            &self.base,
+            &format!("/v3/projects/{project}/timeSeries:query"),
+        );
         let request = self
             .endpoint
             .client
@@ -225,9 +233,10 @@ impl StackdriverProvider {
         };
         match number {
             Some(v) => self.endpoint.finite(&shown, v),
-            None => Err(self
-                .endpoint
-                .decode(&shown, format!("a point value that is not a number: {value}"))),
+            None => Err(self.endpoint.decode(
+                &shown,
+                format!("a point value that is not a number: {value}"),
+            )),
         }
     }
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serin_api::load::{Object, parse_documents, to_object};
 use serin_api::{Canary, MetricTemplate};
+use serin_metrics::ProviderSettings;
 use serin_metrics::check::{CheckOutcome, ProviderContext, check_provider_online, run_check};
 use serin_metrics::factory::build;
-use serin_metrics::ProviderSettings;
 use servers::{Graphite, Influxdb, Moto};
 
 fn load(yaml: &str) -> (Canary, Vec<MetricTemplate>) {
@@ -99,17 +99,42 @@ async fn cloudwatch_get_metric_data_on_moto_with_signed_requests() {
     ]);
     let context = ProviderContext::default();
 
-    check_provider_online(&canary, &metrics[0], Some(&templates[0]), Some(&keys), &context)
-        .await
-        .expect("moto answers the availability check");
-    let check = run_check(&canary, &metrics[0], Some(&templates[0]), Some(&keys), &context).await;
-    assert_eq!(check.value, Some(7.5), "the newest point: {:?}", check.outcome);
+    check_provider_online(
+        &canary,
+        &metrics[0],
+        Some(&templates[0]),
+        Some(&keys),
+        &context,
+    )
+    .await
+    .expect("moto answers the availability check");
+    let check = run_check(
+        &canary,
+        &metrics[0],
+        Some(&templates[0]),
+        Some(&keys),
+        &context,
+    )
+    .await;
+    assert_eq!(
+        check.value,
+        Some(7.5),
+        "the newest point: {:?}",
+        check.outcome
+    );
     assert_eq!(
         check.outcome,
         CheckOutcome::Halt("Halt podinfo.test advancement errors 7.50 > 5".into())
     );
 
-    let none = run_check(&canary, &metrics[1], Some(&templates[0]), Some(&keys), &context).await;
+    let none = run_check(
+        &canary,
+        &metrics[1],
+        Some(&templates[0]),
+        Some(&keys),
+        &context,
+    )
+    .await;
     let CheckOutcome::Halt(text) = none.outcome else {
         panic!("no data must not pass")
     };
@@ -124,19 +149,36 @@ async fn cloudwatch_get_metric_data_on_moto_with_signed_requests() {
         ("aws_access_key_id", &moto.access_key_id),
         ("aws_secret_access_key", "not-the-secret"),
     ]);
-    let check = run_check(&canary, &metrics[0], Some(&templates[0]), Some(&wrong), &context).await;
+    let check = run_check(
+        &canary,
+        &metrics[0],
+        Some(&templates[0]),
+        Some(&wrong),
+        &context,
+    )
+    .await;
     let CheckOutcome::Halt(text) = check.outcome else {
         panic!("a refused request must not pass")
     };
     assert!(
-        text.contains("CloudWatch") && text.contains("403") && text.contains("SignatureDoesNotMatch"),
+        text.contains("CloudWatch")
+            && text.contains("403")
+            && text.contains("SignatureDoesNotMatch"),
         "{text}"
     );
-    let offline =
-        check_provider_online(&canary, &metrics[0], Some(&templates[0]), Some(&wrong), &context)
-            .await
-            .unwrap_err();
-    assert!(offline.contains("cloudwatch in metric template cloudwatch-errors.test not available"), "{offline}");
+    let offline = check_provider_online(
+        &canary,
+        &metrics[0],
+        Some(&templates[0]),
+        Some(&wrong),
+        &context,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        offline.contains("cloudwatch in metric template cloudwatch-errors.test not available"),
+        "{offline}"
+    );
 }
 
 #[tokio::test]
@@ -171,15 +213,32 @@ async fn influxdb_1x_influxql() {
     let q = "SELECT mean(\"errors\") FROM \"http_requests\" WHERE \"service\" = 'podinfo' AND time > now() - 5m";
     assert_eq!(provider.run_query(q).await.unwrap(), 5.0);
     let per_service = "SELECT mean(\"errors\") FROM \"http_requests\" WHERE time > now() - 5m GROUP BY \"service\"";
-    let err = provider.run_query(per_service).await.unwrap_err().to_string();
-    assert!(err.contains("InfluxDB") && err.contains("2 series"), "{err}");
+    let err = provider
+        .run_query(per_service)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("InfluxDB") && err.contains("2 series"),
+        "{err}"
+    );
     let none = provider
         .run_query("SELECT mean(\"errors\") FROM \"http_requests\" WHERE \"service\" = 'none'")
         .await
         .unwrap_err();
-    assert!(none.is_no_data() && none.to_string().contains("InfluxDB"), "{none}");
-    let bad = provider.run_query("SELECT FROM").await.unwrap_err().to_string();
-    assert!(bad.contains("InfluxDB") && bad.contains("error parsing query"), "{bad}");
+    assert!(
+        none.is_no_data() && none.to_string().contains("InfluxDB"),
+        "{none}"
+    );
+    let bad = provider
+        .run_query("SELECT FROM")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("InfluxDB") && bad.contains("error parsing query"),
+        "{bad}"
+    );
 }
 
 #[tokio::test]
@@ -217,7 +276,10 @@ async fn graphite_render_api_over_carbon() {
         .run_query("target=nothing.here&from=-5min")
         .await
         .unwrap_err();
-    assert!(none.is_no_data() && none.to_string().contains("Graphite"), "{none}");
+    assert!(
+        none.is_no_data() && none.to_string().contains("Graphite"),
+        "{none}"
+    );
     let bad = provider
         .run_query("target=noSuchFunction(podinfo.errors)&from=-5min")
         .await

@@ -32,7 +32,9 @@ struct Shaped {
 
 impl Shaped {
     /// A loopback server answering every request with `reply`.
-    async fn start(reply: impl Fn(&Seen) -> (u16, &'static str, String) + Send + Sync + 'static) -> Self {
+    async fn start(
+        reply: impl Fn(&Seen) -> (u16, &'static str, String) + Send + Sync + 'static,
+    ) -> Self {
         let reply: Reply = Arc::new(reply);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorded = seen.clone();
@@ -41,7 +43,9 @@ impl Shaped {
             let recorded = recorded.clone();
             async move {
                 let (parts, body) = request.into_parts();
-                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+                let body = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .unwrap_or_default();
                 let seen = Seen {
                     method: parts.method.to_string(),
                     path: parts.uri.path().to_string(),
@@ -67,7 +71,12 @@ impl Shaped {
     }
 
     fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("a request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request")
     }
 }
 
@@ -132,7 +141,10 @@ async fn datadog_query_and_validation() {
     let dd = build(&settings(
         "datadog",
         &server.url,
-        &[("datadog_api_key", "api-key"), ("datadog_application_key", "app-key")],
+        &[
+            ("datadog_api_key", "api-key"),
+            ("datadog_application_key", "app-key"),
+        ],
     ))
     .unwrap();
     dd.is_online().await.unwrap();
@@ -143,7 +155,10 @@ async fn datadog_query_and_validation() {
         .run_query("sum:errors{service:podinfo}.as_count()")
         .await
         .unwrap();
-    assert_eq!(value, 2.5, "the first point of the first series, as Flagger reads it");
+    assert_eq!(
+        value, 2.5,
+        "the first point of the first series, as Flagger reads it"
+    );
     let seen = server.last();
     // Ten metric intervals back from now.
     assert_eq!(seen.query["from"], "1699999400");
@@ -153,21 +168,31 @@ async fn datadog_query_and_validation() {
     assert!(none.is_no_data(), "{none}");
     assert!(none.to_string().contains("Datadog"), "{none}");
     let bad = dd.run_query("sum:bad{").await.unwrap_err().to_string();
-    assert!(bad.contains("Datadog") && bad.contains("HTTP 400") && bad.contains("scope_expr"), "{bad}");
+    assert!(
+        bad.contains("Datadog") && bad.contains("HTTP 400") && bad.contains("scope_expr"),
+        "{bad}"
+    );
 
     let wrong = build(&settings(
         "datadog",
         &server.url,
-        &[("datadog_api_key", "wrong"), ("datadog_application_key", "app-key")],
+        &[
+            ("datadog_api_key", "wrong"),
+            ("datadog_application_key", "app-key"),
+        ],
     ))
     .unwrap();
     let err = wrong.is_online().await.unwrap_err().to_string();
     assert!(err.contains("Datadog") && err.contains("403"), "{err}");
 
-    let missing = build(&settings("datadog", &server.url, &[("datadog_api_key", "k")]))
-        .err()
-        .expect("a missing key is an error")
-        .to_string();
+    let missing = build(&settings(
+        "datadog",
+        &server.url,
+        &[("datadog_api_key", "k")],
+    ))
+    .err()
+    .expect("a missing key is an error")
+    .to_string();
     assert!(missing.contains("datadog_application_key"), "{missing}");
 }
 
@@ -179,37 +204,76 @@ async fn datadog_query_and_validation() {
 async fn newrelic_nrql_since_the_metric_interval() {
     let server = Shaped::start(|seen| {
         if header(seen, "x-query-key") != "query-key" {
-            return (403, "application/json", r#"{"error":"Invalid query key"}"#.into());
+            return (
+                403,
+                "application/json",
+                r#"{"error":"Invalid query key"}"#.into(),
+            );
         }
         if seen.path != "/v1/accounts/1234567/query" {
-            return (404, "application/json", r#"{"error":"Account not found"}"#.into());
+            return (
+                404,
+                "application/json",
+                r#"{"error":"Account not found"}"#.into(),
+            );
         }
         let nrql = seen.query.get("nrql").cloned().unwrap_or_default();
         if nrql.starts_with("SELECT filter(") {
-            (200, "application/json", r#"{"results":[{"result":1.25}],"metadata":{}}"#.into())
+            (
+                200,
+                "application/json",
+                r#"{"results":[{"result":1.25}],"metadata":{}}"#.into(),
+            )
         } else if nrql.starts_with("SELECT average(") {
-            (200, "application/json", r#"{"results":[{"average":null}]}"#.into())
+            (
+                200,
+                "application/json",
+                r#"{"results":[{"average":null}]}"#.into(),
+            )
         } else if nrql.starts_with("SELECT * FROM Metric") {
-            (200, "application/json", r#"{"results":[{"events":[]}]}"#.into())
+            (
+                200,
+                "application/json",
+                r#"{"results":[{"events":[]}]}"#.into(),
+            )
         } else {
-            (400, "application/json", r#"{"error":"NRQL Syntax Error: Error at line 1 position 1"}"#.into())
+            (
+                400,
+                "application/json",
+                r#"{"error":"NRQL Syntax Error: Error at line 1 position 1"}"#.into(),
+            )
         }
     })
     .await;
     let nr = build(&settings(
         "newrelic",
         &server.url,
-        &[("newrelic_account_id", "1234567"), ("newrelic_query_key", "query-key")],
+        &[
+            ("newrelic_account_id", "1234567"),
+            ("newrelic_query_key", "query-key"),
+        ],
     ))
     .unwrap();
     nr.is_online().await.unwrap();
     let q = "SELECT filter(sum(errors), WHERE status >= 500) / sum(requests) * 100 FROM Metric";
     assert_eq!(nr.run_query(q).await.unwrap(), 1.25);
-    assert_eq!(server.last().query["nrql"], format!("{q} SINCE 60 seconds ago"));
-    let none = nr.run_query("SELECT average(duration) FROM Transaction").await.unwrap_err();
-    assert!(none.is_no_data() && none.to_string().contains("New Relic"), "{none}");
+    assert_eq!(
+        server.last().query["nrql"],
+        format!("{q} SINCE 60 seconds ago")
+    );
+    let none = nr
+        .run_query("SELECT average(duration) FROM Transaction")
+        .await
+        .unwrap_err();
+    assert!(
+        none.is_no_data() && none.to_string().contains("New Relic"),
+        "{none}"
+    );
     let bad = nr.run_query("SELEKT").await.unwrap_err().to_string();
-    assert!(bad.contains("New Relic") && bad.contains("NRQL Syntax Error"), "{bad}");
+    assert!(
+        bad.contains("New Relic") && bad.contains("NRQL Syntax Error"),
+        "{bad}"
+    );
 }
 
 /// Dynatrace "Metrics API v2 - GET metric data points": GET /api/v2/metrics/query
@@ -242,19 +306,39 @@ async fn dynatrace_metric_selector() {
         }
     })
     .await;
-    let dt = build(&settings("dynatrace", &server.url, &[("dynatrace_token", "dt0c01.token")])).unwrap();
+    let dt = build(&settings(
+        "dynatrace",
+        &server.url,
+        &[("dynatrace_token", "dt0c01.token")],
+    ))
+    .unwrap();
     dt.is_online().await.unwrap();
     assert_eq!(server.last().query["pageSize"], "1");
-    let v = dt.run_query("builtin:service.response.time:avg").await.unwrap();
-    assert_eq!(v, 88.0, "the first value of the last series, as Flagger reads it");
+    let v = dt
+        .run_query("builtin:service.response.time:avg")
+        .await
+        .unwrap();
+    assert_eq!(
+        v, 88.0,
+        "the first value of the last series, as Flagger reads it"
+    );
     let seen = server.last();
     assert_eq!(seen.query["resolution"], "Inf");
     assert_eq!(seen.query["from"], "1699999400000");
     assert_eq!(seen.query["to"], "1700000000000");
-    let none = dt.run_query("builtin:service.errors.total.rate").await.unwrap_err();
-    assert!(none.is_no_data() && none.to_string().contains("Dynatrace"), "{none}");
+    let none = dt
+        .run_query("builtin:service.errors.total.rate")
+        .await
+        .unwrap_err();
+    assert!(
+        none.is_no_data() && none.to_string().contains("Dynatrace"),
+        "{none}"
+    );
     let bad = dt.run_query("nope(").await.unwrap_err().to_string();
-    assert!(bad.contains("Dynatrace") && bad.contains("metric selector is invalid"), "{bad}");
+    assert!(
+        bad.contains("Dynatrace") && bad.contains("metric selector is invalid"),
+        "{bad}"
+    );
     let no_address = build(&ProviderSettings {
         address: None,
         ..settings("dynatrace", "", &[("dynatrace_token", "t")])
@@ -275,11 +359,22 @@ async fn stackdriver_mql_with_a_service_account_key() {
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("key.pem");
     let ok = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&key_path)
         .output()
         .expect("openssl (Debian's openssl package)");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let pem = std::fs::read_to_string(&key_path).unwrap();
     let server = Shaped::start(|seen| match seen.path.as_str() {
         "/token" => {
@@ -329,11 +424,24 @@ async fn stackdriver_mql_with_a_service_account_key() {
     sd.is_online().await.unwrap();
     let q = "fetch k8s_container | metric 'istio.io/service/server/request_count' | ratio";
     assert_eq!(sd.run_query(q).await.unwrap(), 0.93);
-    let none = sd.run_query("fetch gce_instance | metric x").await.unwrap_err();
-    assert!(none.is_no_data() && none.to_string().contains("Stackdriver"), "{none}");
+    let none = sd
+        .run_query("fetch gce_instance | metric x")
+        .await
+        .unwrap_err();
+    assert!(
+        none.is_no_data() && none.to_string().contains("Stackdriver"),
+        "{none}"
+    );
     let bad = sd.run_query("fetch (").await.unwrap_err().to_string();
-    assert!(bad.contains("Stackdriver") && bad.contains("INVALID_ARGUMENT"), "{bad}");
-    let missing = build(&settings("stackdriver", &server.url, &[("serviceAccountKey", &key)]));
+    assert!(
+        bad.contains("Stackdriver") && bad.contains("INVALID_ARGUMENT"),
+        "{bad}"
+    );
+    let missing = build(&settings(
+        "stackdriver",
+        &server.url,
+        &[("serviceAccountKey", &key)],
+    ));
     assert!(missing.err().unwrap().to_string().contains("project"));
 }
 
@@ -369,7 +477,12 @@ async fn splunk_signalflow_over_server_sent_events() {
     .await;
     // The stream host is the API host with "api" replaced by "stream": loopback has
     // neither, so both are the shaped server.
-    let sp = build(&settings("splunk", &server.url, &[("sf_token_key", "sf-token")])).unwrap();
+    let sp = build(&settings(
+        "splunk",
+        &server.url,
+        &[("sf_token_key", "sf-token")],
+    ))
+    .unwrap();
     sp.is_online().await.unwrap();
     let v = sp
         .run_query("data('errors', filter=filter('service', 'podinfo')).sum().publish()")
@@ -382,9 +495,15 @@ async fn splunk_signalflow_over_server_sent_events() {
     assert_eq!(seen.query["stop"], "1700000000000");
     assert_eq!(seen.query["start"], "1699999400000");
     let many = sp.run_query("data('many').publish()").await.unwrap_err();
-    assert!(matches!(many, ProviderError::SeveralSeries { count: 2, .. }), "{many}");
+    assert!(
+        matches!(many, ProviderError::SeveralSeries { count: 2, .. }),
+        "{many}"
+    );
     let none = sp.run_query("data('none').publish()").await.unwrap_err();
-    assert!(none.is_no_data() && none.to_string().contains("Splunk"), "{none}");
+    assert!(
+        none.is_no_data() && none.to_string().contains("Splunk"),
+        "{none}"
+    );
 }
 
 /// The Kubernetes external metrics API (`external.metrics.k8s.io/v1beta1`,
@@ -411,7 +530,12 @@ async fn external_metrics_api() {
         }
     })
     .await;
-    let ext = build(&settings("externalmetrics", &server.url, &[("token", "sa-token")])).unwrap();
+    let ext = build(&settings(
+        "externalmetrics",
+        &server.url,
+        &[("token", "sa-token")],
+    ))
+    .unwrap();
     ext.is_online().await.unwrap();
     let v = ext
         .run_query("test/queue-depth?labelSelector=app%3Dpodinfo")
@@ -419,7 +543,10 @@ async fn external_metrics_api() {
         .unwrap();
     assert_eq!(v, 1.5);
     let none = ext.run_query("test/empty").await.unwrap_err();
-    assert!(none.is_no_data() && none.to_string().contains("external metrics"), "{none}");
+    assert!(
+        none.is_no_data() && none.to_string().contains("external metrics"),
+        "{none}"
+    );
     let missing = ext.run_query("test/unknown").await.unwrap_err().to_string();
     assert!(missing.contains("404"), "{missing}");
 }

@@ -119,12 +119,7 @@ const GENERATED: [(&str, &str, &str, &str); 9] = [
         "VirtualService",
         "virtualservices",
     ),
-    (
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-    ),
+    ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
 ];
 
 /// Input objects of kinds the API does not serve: (kind, namespace, name) → document.

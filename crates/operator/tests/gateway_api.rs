@@ -75,7 +75,10 @@ async fn the_seed_canary_gets_a_weighted_http_route() {
     router.reconcile(&canary).await.unwrap();
 
     let r = route(&client, GatewayApiVersion::V1).await;
-    assert_eq!(r.types.as_ref().unwrap().api_version, "gateway.networking.k8s.io/v1");
+    assert_eq!(
+        r.types.as_ref().unwrap().api_version,
+        "gateway.networking.k8s.io/v1"
+    );
     assert_eq!(
         r.data["spec"]["parentRefs"],
         json!([{"name": "public-gateway", "namespace": "istio-ingress"}])
@@ -86,9 +89,18 @@ async fn the_seed_canary_gets_a_weighted_http_route() {
     // `service.timeout` becomes the rule's request timeout.
     assert_eq!(r.data["spec"]["rules"][0]["timeouts"]["request"], "30s");
 
-    router.set_routes(&canary, Routes::to_canary(30)).await.unwrap();
-    assert_eq!(weights(&route(&client, GatewayApiVersion::V1).await), split(70, 30));
-    assert_eq!(router.get_routes(&canary).await.unwrap(), Routes::to_canary(30));
+    router
+        .set_routes(&canary, Routes::to_canary(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        weights(&route(&client, GatewayApiVersion::V1).await),
+        split(70, 30)
+    );
+    assert_eq!(
+        router.get_routes(&canary).await.unwrap(),
+        Routes::to_canary(30)
+    );
 
     // A reconcile keeps the weights and writes nothing when nothing changed.
     let before = route(&client, GatewayApiVersion::V1).await;
@@ -98,16 +110,23 @@ async fn the_seed_canary_gets_a_weighted_http_route() {
 
     // Rollback: everything back to the primary.
     router.set_routes(&canary, Routes::PRIMARY).await.unwrap();
-    assert_eq!(weights(&route(&client, GatewayApiVersion::V1).await), split(100, 0));
+    assert_eq!(
+        weights(&route(&client, GatewayApiVersion::V1).await),
+        split(100, 0)
+    );
 
     // revertOnDeletion: the HTTPRoute serin made goes.
     router.finalize(&canary).await.unwrap();
     assert!(
-        Api::<DynamicObject>::namespaced_with(client.clone(), "test", &GatewayApiVersion::V1.api_resource())
-            .get_opt("podinfo")
-            .await
-            .unwrap()
-            .is_none()
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            "test",
+            &GatewayApiVersion::V1.api_resource()
+        )
+        .get_opt("podinfo")
+        .await
+        .unwrap()
+        .is_none()
     );
 }
 
@@ -118,7 +137,10 @@ async fn v1beta1_writes_the_same_route_in_that_version() {
     let canary = create_canary(&client, gateway_canary("gatewayapi:v1beta1")).await;
     let router = router_for(client.clone(), &canary).unwrap();
     router.reconcile(&canary).await.unwrap();
-    router.set_routes(&canary, Routes::to_canary(50)).await.unwrap();
+    router
+        .set_routes(&canary, Routes::to_canary(50))
+        .await
+        .unwrap();
     let r = route(&client, GatewayApiVersion::V1beta1).await;
     assert_eq!(
         r.types.as_ref().unwrap().api_version,
@@ -138,11 +160,15 @@ async fn a_canary_without_gateway_refs_is_refused_before_any_write() {
     let err = router.reconcile(&canary).await.unwrap_err().to_string();
     assert!(err.contains("GatewayRefs must be specified"), "{err}");
     assert!(
-        Api::<DynamicObject>::namespaced_with(client.clone(), "test", &GatewayApiVersion::V1.api_resource())
-            .get_opt("podinfo")
-            .await
-            .unwrap()
-            .is_none()
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            "test",
+            &GatewayApiVersion::V1.api_resource()
+        )
+        .get_opt("podinfo")
+        .await
+        .unwrap()
+        .is_none()
     );
 }
 
@@ -155,7 +181,11 @@ async fn an_existing_http_route_is_taken_over_and_restored() {
         "parentRefs": [{"name": "public-gateway", "namespace": "istio-ingress"}],
         "rules": [{"backendRefs": [{"name": "podinfo", "port": 9898}]}]
     });
-    let api = Api::<DynamicObject>::namespaced_with(client.clone(), "test", &GatewayApiVersion::V1.api_resource());
+    let api = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        "test",
+        &GatewayApiVersion::V1.api_resource(),
+    );
     let mut existing = DynamicObject::new("podinfo", &GatewayApiVersion::V1.api_resource());
     existing.metadata.namespace = Some("test".into());
     existing.data = json!({ "spec": original });
@@ -167,7 +197,10 @@ async fn an_existing_http_route_is_taken_over_and_restored() {
     assert_eq!(weights(&r), split(100, 0));
     let saved: Value = serde_json::from_str(&r.annotations()[ORIGINAL_CONFIGURATION]).unwrap();
     assert_eq!(saved, original);
-    assert!(r.owner_references().is_empty(), "a taken-over HTTPRoute stays the user's");
+    assert!(
+        r.owner_references().is_empty(),
+        "a taken-over HTTPRoute stays the user's"
+    );
 
     router.finalize(&canary).await.unwrap();
     let r = route(&client, GatewayApiVersion::V1).await;

@@ -71,9 +71,22 @@ fn simulate_promotes_and_rolls_back() {
         "request-duration=250",
     ]);
     assert!(ok, "{out}");
-    assert!(out.contains("Normal Advance podinfo.test canary weight 50"), "{out}");
-    assert!(out.contains("Promotion completed! Scaling down podinfo.test"), "{out}");
-    assert!(out.trim_end().lines().last().unwrap().starts_with("result: Succeeded"), "{out}");
+    assert!(
+        out.contains("Normal Advance podinfo.test canary weight 50"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Promotion completed! Scaling down podinfo.test"),
+        "{out}"
+    );
+    assert!(
+        out.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("result: Succeeded"),
+        "{out}"
+    );
 
     let (ok, out) = serin(&[
         "simulate",
@@ -85,6 +98,12 @@ fn simulate_promotes_and_rolls_back() {
         "request-duration=250",
     ]);
     assert!(!ok, "a failed canary exits non-zero\n{out}");
-    assert!(out.contains("Rolling back podinfo.test failed checks threshold reached 5"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("result: Failed after")), "{out}");
+    assert!(
+        out.contains("Rolling back podinfo.test failed checks threshold reached 5"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("result: Failed after")),
+        "{out}"
+    );
 }

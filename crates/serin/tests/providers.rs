@@ -94,7 +94,10 @@ spec:
     let text = printed(&out);
     assert!(out.status.success(), "{text}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("\"Value\": \"podinfo\""), "the rendered query: {text}");
+    assert!(
+        stdout.contains("\"Value\": \"podinfo\""),
+        "the rendered query: {text}"
+    );
     assert_eq!(stdout.lines().last(), Some("errors = 3.25"), "{text}");
 
     let out = serin_query(
@@ -107,7 +110,10 @@ spec:
     );
     let text = printed(&out);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("CloudWatch") && text.contains("SignatureDoesNotMatch"), "{text}");
+    assert!(
+        text.contains("CloudWatch") && text.contains("SignatureDoesNotMatch"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -167,7 +173,11 @@ fn query_graphite() {
         .unwrap()
         .as_secs();
     graphite.send(
-        &format!("test.podinfo.errors 6 {}\ntest.podinfo.errors 2 {}\n", now - 40, now - 20),
+        &format!(
+            "test.podinfo.errors 6 {}\ntest.podinfo.errors 2 {}\n",
+            now - 40,
+            now - 20
+        ),
         "test.podinfo.errors",
     );
     let dir = tempfile::tempdir().unwrap();

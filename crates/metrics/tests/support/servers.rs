@@ -204,7 +204,10 @@ impl Influxdb {
             "influxd"
         };
         let child = spawn(
-            Command::new(bin).arg("run").arg("-config").arg(&config_path),
+            Command::new(bin)
+                .arg("run")
+                .arg("-config")
+                .arg(&config_path),
             &log,
             "influxd",
             "Debian's influxdb package",
@@ -226,7 +229,12 @@ impl Influxdb {
     /// Runs an InfluxQL statement (CREATE DATABASE...).
     pub fn execute(&self, statement: &str) {
         let body = format!("q={}", urlencode(statement));
-        let status = post(self.port, "/query", "application/x-www-form-urlencoded", &body);
+        let status = post(
+            self.port,
+            "/query",
+            "application/x-www-form-urlencoded",
+            &body,
+        );
         assert_eq!(status, Some(200), "{statement}");
     }
 

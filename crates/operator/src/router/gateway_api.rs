@@ -20,10 +20,9 @@ use serde_json::Value;
 use serin_api::Canary;
 use serin_api::gateway::{
     BackendObjectReference, GROUP, HTTP_ROUTE_KIND, HTTP_ROUTE_PLURAL, HTTPBackendRef,
-    HTTPCORSFilter, HTTPHeader, HTTPHeaderFilter, HTTPHeaderMatch, HTTPPathMatch,
-    HTTPPathModifier, HTTPRequestMirrorFilter, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule,
-    HTTPRouteSpec, HTTPRouteTimeouts, HTTPURLRewriteFilter, PATH_EXACT, PATH_PREFIX, PATH_REGEX,
-    ParentReference,
+    HTTPCORSFilter, HTTPHeader, HTTPHeaderFilter, HTTPHeaderMatch, HTTPPathMatch, HTTPPathModifier,
+    HTTPRequestMirrorFilter, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule, HTTPRouteSpec,
+    HTTPRouteTimeouts, HTTPURLRewriteFilter, PATH_EXACT, PATH_PREFIX, PATH_REGEX, ParentReference,
 };
 use serin_api::istio::{HTTPMatchRequest, HeaderOperations, StringMatch};
 
@@ -376,8 +375,7 @@ pub fn route_matches(canary: &Canary, matches: &[HTTPMatchRequest]) -> Result<Ve
             r.headers.push(string_match(canary, "header", name, v)?);
         }
         for (name, v) in &m.query_params {
-            r.query_params
-                .push(string_match(canary, "query", name, v)?);
+            r.query_params.push(string_match(canary, "query", name, v)?);
         }
         if r != HTTPRouteMatch::default() {
             out.push(r);
@@ -565,7 +563,8 @@ fn add_set_cookie(filters: &mut Vec<HTTPRouteFilter>, value: String) {
         .and_then(|f| f.response_header_modifier.as_mut())
     {
         Some(m) => {
-            m.add.retain(|h| !h.name.eq_ignore_ascii_case(SET_COOKIE_HEADER));
+            m.add
+                .retain(|h| !h.name.eq_ignore_ascii_case(SET_COOKIE_HEADER));
             m.add.push(HTTPHeader {
                 name: SET_COOKIE_HEADER.into(),
                 value,
@@ -634,7 +633,11 @@ pub fn http_route_spec(
         if routes.canary > 0 {
             let mut out = Vec::new();
             if let Some(cookie) = &cookies.canary {
-                if let Some(b) = weighted.backend_refs.iter_mut().find(|b| b.name == canary_svc) {
+                if let Some(b) = weighted
+                    .backend_refs
+                    .iter_mut()
+                    .find(|b| b.name == canary_svc)
+                {
                     b.filters.push(set_cookie_filter(build_cookie(
                         canary,
                         cookie,
@@ -904,7 +907,10 @@ mod tests {
         );
         let s = http_route_spec(&c, Routes::to_canary(30), &SessionCookies::default()).unwrap();
         assert_eq!(routes_in(&c, &s), Some(Routes::to_canary(30)));
-        assert_eq!(routes_in(&c, &with_defaults(s)), Some(Routes::to_canary(30)));
+        assert_eq!(
+            routes_in(&c, &with_defaults(s)),
+            Some(Routes::to_canary(30))
+        );
     }
 
     #[test]
@@ -942,7 +948,10 @@ mod tests {
             ])
         );
         assert_eq!(rules[0]["backendRefs"][1]["weight"], 100);
-        assert_eq!(rules[1]["backendRefs"], json!([{"group": "", "kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": 100}]));
+        assert_eq!(
+            rules[1]["backendRefs"],
+            json!([{"group": "", "kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": 100}])
+        );
         for r in rules {
             assert_eq!(r["timeouts"], json!({"request": "30s"}));
             assert_eq!(
@@ -1037,7 +1046,8 @@ mod tests {
     #[test]
     fn rewrite_and_cors_become_filters() {
         let mut v = base();
-        v["service"]["rewrite"] = json!({"uri": "/v2", "type": "ReplacePrefixMatch", "authority": "backend.local"});
+        v["service"]["rewrite"] =
+            json!({"uri": "/v2", "type": "ReplacePrefixMatch", "authority": "backend.local"});
         v["service"]["corsPolicy"] = json!({"allowOrigin": ["https://example.com"], "allowMethods": ["GET", "POST"], "maxAge": "24h", "allowCredentials": true});
         let s = spec(&canary(v), Routes::PRIMARY, &SessionCookies::default());
         assert_eq!(
