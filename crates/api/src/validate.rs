@@ -760,4 +760,50 @@ spec:
             vec!["spec.type", "spec.address", "spec.query"]
         );
     }
+
+    #[test]
+    fn gateway_api_canaries_need_gateway_refs() {
+        let f = with(
+            "  service: {port: 9898}",
+            "  provider: gatewayapi:v1\n  service: {port: 9898}",
+        );
+        assert_eq!(errors_at(&f), ["spec.service.gatewayRefs"]);
+        let f = with(
+            "  service: {port: 9898}",
+            "  provider: gatewayapi:v1beta1\n  service: {port: 9898, gatewayRefs: [{namespace: gw}]}",
+        );
+        assert_eq!(errors_at(&f), ["spec.service.gatewayRefs[0].name"]);
+        let f = with(
+            "  service: {port: 9898}",
+            "  provider: gatewayapi:v1\n  service: {port: 9898, gatewayRefs: [{name: public}]}",
+        );
+        assert_eq!(f, vec![]);
+    }
+
+    #[test]
+    fn provider_settings_each_type_needs() {
+        let template = |provider: &str| {
+            findings(&format!(
+                "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata: {{name: t, namespace: test}}\nspec:\n  provider: {provider}\n  query: q\n"
+            ))
+        };
+        assert_eq!(
+            errors_at(&template("{type: cloudwatch}")),
+            ["spec.provider.region"]
+        );
+        assert_eq!(template("{type: cloudwatch, region: eu-west-1}"), vec![]);
+        assert_eq!(
+            errors_at(&template("{type: datadog}")),
+            ["spec.provider.secretRef"]
+        );
+        assert_eq!(template("{type: datadog, secretRef: {name: dd}}"), vec![]);
+        assert_eq!(
+            errors_at(&template("{type: graphite}")),
+            ["spec.provider.address"]
+        );
+        assert_eq!(
+            errors_at(&template("{type: wavefront}")),
+            ["spec.provider.type"]
+        );
+    }
 }
