@@ -26,7 +26,7 @@ pub const MESH_GATEWAY: &str = "mesh";
 pub const SELECTOR_LABELS: [&str; 3] = ["app", "name", "app.kubernetes.io/name"];
 
 /// Traffic providers serin knows.
-pub const PROVIDERS: [&str; 2] = ["istio", "kubernetes"];
+pub const PROVIDERS: [&str; 4] = ["istio", "kubernetes", "gatewayapi:v1", "gatewayapi:v1beta1"];
 /// Target kinds serin can run a canary for.
 pub const TARGET_KINDS: [&str; 2] = ["Deployment", "DaemonSet"];
 /// Built-in metric names, with the old names kept for v1alpha3 documents.

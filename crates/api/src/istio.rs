@@ -216,6 +216,10 @@ pub struct HTTPRewrite {
     pub uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    /// Flagger's Gateway API rewrite type: `ReplaceFullPath` (the default) or
+    /// `ReplacePrefixMatch`. Istio ignores it.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]

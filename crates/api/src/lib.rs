@@ -8,6 +8,7 @@ pub mod clock;
 pub mod crd;
 pub mod defaults;
 pub mod duration;
+pub mod gateway;
 pub mod istio;
 pub mod load;
 pub mod manual;

@@ -31,7 +31,9 @@ pub struct MetricTemplateSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricTemplateProvider {
-    /// `prometheus` (more providers come later).
+    /// The provider, as Flagger names it: prometheus (when empty), datadog, cloudwatch,
+    /// newrelic, graphite, influxdb, dynatrace, stackdriver, splunk, keptn or
+    /// externalmetrics.
     #[serde(default, rename = "type")]
     pub type_: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,4 +66,16 @@ pub struct ObjectStatus {
 }
 
 /// Metric provider types serin can query.
-pub const METRIC_PROVIDER_TYPES: [&str; 1] = ["prometheus"];
+pub const METRIC_PROVIDER_TYPES: [&str; 11] = [
+    "prometheus",
+    "datadog",
+    "cloudwatch",
+    "newrelic",
+    "graphite",
+    "influxdb",
+    "dynatrace",
+    "stackdriver",
+    "splunk",
+    "keptn",
+    "externalmetrics",
+];

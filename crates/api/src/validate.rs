@@ -208,6 +208,27 @@ fn validate_canary(c: &Canary, out: &mut Vec<Finding>) {
             ),
         ));
     }
+    if provider.starts_with("gatewayapi:") {
+        if spec.service.gateway_refs.is_empty() {
+            out.push(Finding::error(
+                "spec.service.gatewayRefs",
+                format!(
+                    "required with provider {provider}: the Gateways the HTTPRoute attaches to"
+                ),
+            ));
+        }
+        for (i, r) in spec.service.gateway_refs.iter().enumerate() {
+            if r.get("name")
+                .and_then(serde_json::Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                out.push(Finding::error(
+                    format!("spec.service.gatewayRefs[{i}].name"),
+                    "required: the Gateway's name",
+                ));
+            }
+        }
+    }
     if !(1..=65535).contains(&spec.service.port) {
         out.push(Finding::error(
             "spec.service.port",
@@ -481,6 +502,39 @@ fn validate_metric_template(t: &MetricTemplate, out: &mut Vec<Finding>) {
             ),
         ));
     }
+    let has_address = t
+        .spec
+        .provider
+        .address
+        .as_deref()
+        .is_some_and(|a| !a.trim().is_empty());
+    match ty {
+        "cloudwatch"
+            if t.spec
+                .provider
+                .region
+                .as_deref()
+                .is_none_or(|r| r.trim().is_empty()) =>
+        {
+            out.push(Finding::error(
+                "spec.provider.region",
+                "required for cloudwatch: the AWS region (us-east-1)",
+            ));
+        }
+        "dynatrace" | "splunk" | "graphite" | "influxdb" if !has_address => {
+            out.push(Finding::error(
+                "spec.provider.address",
+                format!("required for {ty}: the provider's URL"),
+            ));
+        }
+        "datadog" | "newrelic" | "dynatrace" | "splunk" if t.spec.provider.secret_ref.is_none() => {
+            out.push(Finding::error(
+                "spec.provider.secretRef",
+                format!("required for {ty}: the Secret with the API credentials"),
+            ));
+        }
+        _ => {}
+    }
     if let Some(addr) = t.spec.provider.address.as_deref()
         && !addr.is_empty()
         && url::Url::parse(addr).is_err()
@@ -704,6 +758,52 @@ spec:
         assert_eq!(
             errors_at(&f),
             vec!["spec.type", "spec.address", "spec.query"]
+        );
+    }
+
+    #[test]
+    fn gateway_api_canaries_need_gateway_refs() {
+        let f = with(
+            "  service: {port: 9898}",
+            "  provider: gatewayapi:v1\n  service: {port: 9898}",
+        );
+        assert_eq!(errors_at(&f), ["spec.service.gatewayRefs"]);
+        let f = with(
+            "  service: {port: 9898}",
+            "  provider: gatewayapi:v1beta1\n  service: {port: 9898, gatewayRefs: [{namespace: gw}]}",
+        );
+        assert_eq!(errors_at(&f), ["spec.service.gatewayRefs[0].name"]);
+        let f = with(
+            "  service: {port: 9898}",
+            "  provider: gatewayapi:v1\n  service: {port: 9898, gatewayRefs: [{name: public}]}",
+        );
+        assert_eq!(f, vec![]);
+    }
+
+    #[test]
+    fn provider_settings_each_type_needs() {
+        let template = |provider: &str| {
+            findings(&format!(
+                "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata: {{name: t, namespace: test}}\nspec:\n  provider: {provider}\n  query: q\n"
+            ))
+        };
+        assert_eq!(
+            errors_at(&template("{type: cloudwatch}")),
+            ["spec.provider.region"]
+        );
+        assert_eq!(template("{type: cloudwatch, region: eu-west-1}"), vec![]);
+        assert_eq!(
+            errors_at(&template("{type: datadog}")),
+            ["spec.provider.secretRef"]
+        );
+        assert_eq!(template("{type: datadog, secretRef: {name: dd}}"), vec![]);
+        assert_eq!(
+            errors_at(&template("{type: graphite}")),
+            ["spec.provider.address"]
+        );
+        assert_eq!(
+            errors_at(&template("{type: wavefront}")),
+            ["spec.provider.type"]
         );
     }
 }

@@ -127,7 +127,8 @@ pub const HTTP: Observer = Observer {
 /// reads Istio's metrics.
 pub fn observer_for(provider: &str) -> Observer {
     match provider {
-        "kubernetes" => HTTP,
+        // Flagger's HTTP observer serves the kubernetes and Gateway API providers.
+        p if p == "kubernetes" || p.starts_with("gatewayapi") => HTTP,
         _ => ISTIO,
     }
 }
@@ -225,11 +226,13 @@ mod tests {
             interval: "1m".into(),
             ..Default::default()
         };
-        for m in [
-            BuiltinMetric::RequestSuccessRate,
-            BuiltinMetric::RequestDuration,
+        for (m, provider) in [
+            (BuiltinMetric::RequestSuccessRate, "kubernetes"),
+            (BuiltinMetric::RequestDuration, "kubernetes"),
+            (BuiltinMetric::RequestSuccessRate, "gatewayapi:v1"),
+            (BuiltinMetric::RequestDuration, "gatewayapi:v1beta1"),
         ] {
-            let q = render_query(m.query_template("kubernetes"), &model).unwrap();
+            let q = render_query(m.query_template(provider), &model).unwrap();
             assert!(q.contains("http_request_duration_seconds_"), "{q}");
             assert!(!q.contains("istio_"), "{q}");
             assert!(q.contains(r#"kubernetes_namespace="test""#), "{q}");
@@ -242,6 +245,10 @@ mod tests {
             BuiltinMetric::RequestDuration.value_from_query("kubernetes", 0.25),
             250.0,
             "the HTTP histogram is in seconds"
+        );
+        assert_eq!(
+            BuiltinMetric::RequestDuration.value_from_query("gatewayapi:v1", 0.25),
+            250.0
         );
         assert_eq!(
             BuiltinMetric::RequestDuration.value_from_query("istio", 250.0),

@@ -12,7 +12,7 @@ use serin_api::{Canary, MetricTemplate};
 use crate::builtin::BuiltinMetric;
 use crate::format::{go_float, go_millis};
 use crate::prometheus::{Credentials, PrometheusOptions, PrometheusProvider};
-use crate::provider::{MetricsProvider, ProviderConfigError, ProviderError};
+use crate::provider::{MetricsProvider, ProviderConfigError, ProviderError, ProviderSettings};
 use crate::template::{QueryModel, TemplateError, render_query};
 
 /// Where a metric's query comes from.
@@ -38,6 +38,9 @@ pub struct PreparedQuery {
     pub query: String,
     /// The MetricTemplate's provider, for template metrics.
     pub provider: Option<MetricTemplateProvider>,
+    /// The metric's `interval` (`1m` when unset): providers that take a time range
+    /// (Datadog, CloudWatch, New Relic...) look back over it.
+    pub interval: String,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -114,6 +117,7 @@ pub fn prepare(
             source: QuerySource::Template { name, namespace },
             query,
             provider: Some(template.spec.provider.clone()),
+            interval: model.interval.clone(),
         });
     }
     if let Some(builtin) = BuiltinMetric::from_name(&metric.name) {
@@ -129,6 +133,7 @@ pub fn prepare(
             source: QuerySource::Builtin(builtin),
             query,
             provider: None,
+            interval: model.interval.clone(),
         });
     }
     if let Some(q) = metric.query.as_deref().filter(|q| !q.trim().is_empty()) {
@@ -141,6 +146,7 @@ pub fn prepare(
             source: QuerySource::Inline,
             query,
             provider: None,
+            interval: model.interval.clone(),
         });
     }
     Err(PrepareError::NoQuery {
@@ -169,15 +175,29 @@ pub fn resolve_address(
 
 /// Settings that come from the operator (or the `serin query` command line) rather
 /// than from the Canary.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProviderContext {
     /// `--metrics-server`.
     pub operator_metrics_server: Option<String>,
-    /// Replaces every configured address (`serin query --prometheus`, a port-forward).
+    /// Replaces every configured address (`serin query --address`, a port-forward).
     pub address_override: Option<String>,
     pub timeout: Duration,
     /// Evaluate at this Unix time (seconds) instead of now.
     pub evaluation_time: Option<f64>,
+    /// The Kubernetes API, for the `keptn` and `externalmetrics` providers.
+    pub kube: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for ProviderContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderContext")
+            .field("operator_metrics_server", &self.operator_metrics_server)
+            .field("address_override", &self.address_override)
+            .field("timeout", &self.timeout)
+            .field("evaluation_time", &self.evaluation_time)
+            .field("kube", &self.kube.is_some())
+            .finish()
+    }
 }
 
 impl Default for ProviderContext {
@@ -187,6 +207,7 @@ impl Default for ProviderContext {
             address_override: None,
             timeout: crate::prometheus::DEFAULT_TIMEOUT,
             evaluation_time: None,
+            kube: None,
         }
     }
 }
@@ -205,10 +226,39 @@ pub fn build_provider(
         .filter(|t| !t.is_empty())
         .unwrap_or("prometheus");
     if type_ != "prometheus" {
-        return Err(ProviderConfigError::UnsupportedType {
+        let secret_name = template
+            .and_then(|p| p.secret_ref.as_ref())
+            .map(|r| r.name.clone());
+        if let (Some(name), None) = (&secret_name, secret_data) {
+            return Err(ProviderConfigError::MissingSecret {
+                provider: type_.to_string(),
+                name: name.clone(),
+            });
+        }
+        let interval = serin_api::duration::parse_duration(&prepared.interval).map_err(|e| {
+            ProviderConfigError::Invalid {
+                provider: type_.to_string(),
+                reason: format!("metric interval {:?}: {e}", prepared.interval),
+            }
+        })?;
+        let settings = ProviderSettings {
             type_: type_.to_string(),
-            supported: serin_api::metric_template::METRIC_PROVIDER_TYPES.join(", "),
-        });
+            address: context
+                .address_override
+                .clone()
+                .or_else(|| template.and_then(|p| p.address.clone()))
+                .filter(|a| !a.trim().is_empty()),
+            secret: secret_data.cloned(),
+            secret_name,
+            region: template.and_then(|p| p.region.clone()),
+            insecure_skip_verify: template.is_some_and(|p| p.insecure_skip_verify),
+            headers: template.map(|p| p.headers.clone()).unwrap_or_default(),
+            timeout: context.timeout,
+            interval,
+            evaluation_time: context.evaluation_time,
+            kube: context.kube.clone(),
+        };
+        return crate::factory::build(&settings);
     }
     let address = context
         .address_override

@@ -207,8 +207,19 @@ impl PrometheusProvider {
         let mut attempts_left = STALE_CONNECTION_RETRIES;
         loop {
             match self.send(url.clone()).await {
-                Ok((status, body)) => {
+                Ok((status, Some(body))) => {
                     return parse_response(&self.address, &query, status, &body);
+                }
+                Ok((_, None)) => {
+                    return Err(ProviderError::Decode {
+                        provider: PROVIDER.into(),
+                        address: self.address.clone(),
+                        query,
+                        reason: format!(
+                            "the answer is larger than {} bytes",
+                            crate::http::MAX_RESPONSE_BYTES
+                        ),
+                    });
                 }
                 Err(e) if attempts_left > 0 && is_stale_connection(&e) => attempts_left -= 1,
                 Err(e) => return Err(self.transport_error(&query, e)),
@@ -216,7 +227,9 @@ impl PrometheusProvider {
         }
     }
 
-    async fn send(&self, url: Url) -> Result<(u16, Vec<u8>), reqwest::Error> {
+    /// The status and body of the answer; no body when it is larger than
+    /// [`crate::http::MAX_RESPONSE_BYTES`].
+    async fn send(&self, url: Url) -> Result<(u16, Option<Vec<u8>>), reqwest::Error> {
         let mut request = self.client.get(url).headers(self.headers.clone());
         request = match &self.credentials {
             Some(Credentials::Bearer { token }) => request.bearer_auth(token),
@@ -225,10 +238,16 @@ impl PrometheusProvider {
             }
             None => request,
         };
-        let response = request.send().await?;
+        let mut response = request.send().await?;
         let status = response.status().as_u16();
-        let body = response.bytes().await?.to_vec();
-        Ok((status, body))
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > crate::http::MAX_RESPONSE_BYTES {
+                return Ok((status, None));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, Some(body)))
     }
 
     fn transport_error(&self, query: &str, e: reqwest::Error) -> ProviderError {
@@ -346,6 +365,7 @@ fn parse_response(
             match list.as_slice() {
                 [] => {
                     return Err(ProviderError::NoData {
+                        provider: PROVIDER.into(),
                         query: query.into(),
                     });
                 }
@@ -361,10 +381,12 @@ fn parse_response(
                 other == "matrix" && data.result.as_array().is_some_and(Vec::is_empty);
             if is_empty_matrix {
                 return Err(ProviderError::NoData {
+                    provider: PROVIDER.into(),
                     query: query.into(),
                 });
             }
             return Err(ProviderError::UnexpectedResultType {
+                provider: PROVIDER.into(),
                 query: query.into(),
                 result_type: match other {
                     "matrix" => "range vector".into(),
@@ -412,18 +434,7 @@ fn parse_sample_value(query: &str, text: &str) -> Result<Result<f64, ProviderErr
             .parse::<f64>()
             .map_err(|_| format!("the value {t:?} is not a number"))?,
     };
-    if value.is_nan() {
-        return Ok(Err(ProviderError::NaN {
-            query: query.into(),
-        }));
-    }
-    if value.is_infinite() {
-        return Ok(Err(ProviderError::Infinite {
-            query: query.into(),
-            value: if value > 0.0 { "+Inf" } else { "-Inf" }.into(),
-        }));
-    }
-    Ok(Ok(value))
+    Ok(crate::http::finite(PROVIDER, query, value))
 }
 
 fn shorten(text: &str) -> String {

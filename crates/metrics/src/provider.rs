@@ -1,6 +1,7 @@
-//! The metrics-provider trait: every backend (Prometheus today; Datadog, CloudWatch,
-//! New Relic... later) is one type implementing it, in one file.
+//! The metrics-provider trait: every backend (Prometheus, Datadog, CloudWatch, New
+//! Relic...) is one type implementing it, in one file.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -48,14 +49,30 @@ pub trait MetricsProvider: Send + Sync {
 /// collapsed, as sent) so an event or log line says which check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("no values found: no data for query {query}")]
-    NoData { query: String },
-    #[error("no values found: NaN (nothing to compute it from) for query {query}")]
-    NaN { query: String },
-    #[error("{value} instead of a finite number for query {query}")]
-    Infinite { query: String, value: String },
-    #[error("a {result_type} where one value is expected for query {query}")]
-    UnexpectedResultType { query: String, result_type: String },
+    #[error("no values found: {provider} has no data for query {query}")]
+    NoData { provider: String, query: String },
+    #[error(
+        "no values found: {provider} answered NaN (nothing to compute it from) for query {query}"
+    )]
+    NaN { provider: String, query: String },
+    #[error("{provider} answered {value} instead of a finite number for query {query}")]
+    Infinite {
+        provider: String,
+        query: String,
+        value: String,
+    },
+    #[error("{provider} answered {count} series where one value is expected for query {query}")]
+    SeveralSeries {
+        provider: String,
+        query: String,
+        count: usize,
+    },
+    #[error("{provider} answered a {result_type} where one value is expected for query {query}")]
+    UnexpectedResultType {
+        provider: String,
+        query: String,
+        result_type: String,
+    },
     #[error("{provider} query error ({error_type}): {message}, for query {query}")]
     Query {
         provider: String,
@@ -155,10 +172,65 @@ pub enum ProviderConfigError {
     },
     #[error("cannot build the HTTP client for {provider}: {reason}")]
     Client { provider: String, reason: String },
+    #[error("{provider}: {reason}")]
+    Invalid { provider: String, reason: String },
 }
 
 /// Collapses runs of whitespace to one space, as Flagger does before sending a
 /// query, so multi-line templates read well in URLs and messages.
 pub fn collapse_whitespace(query: &str) -> String {
     query.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Everything a provider is built from: the MetricTemplate's `provider` block, the
+/// data of its Secret, and the operator's settings.
+#[derive(Clone, Default)]
+pub struct ProviderSettings {
+    /// `provider.type` (`prometheus` when empty).
+    pub type_: String,
+    /// The address to use: `provider.address`, or the address given on the command
+    /// line; for Prometheus also the Canary's and operator's metrics server.
+    pub address: Option<String>,
+    /// The data of the Secret `provider.secretRef` names, when it has one.
+    pub secret: Option<BTreeMap<String, Vec<u8>>>,
+    /// The name of `provider.secretRef`, when set.
+    pub secret_name: Option<String>,
+    pub region: Option<String>,
+    pub insecure_skip_verify: bool,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub timeout: Duration,
+    /// The metric's `interval`: the window providers look back over.
+    pub interval: Duration,
+    /// Evaluate at this Unix time (seconds) instead of now.
+    pub evaluation_time: Option<f64>,
+    /// The Kubernetes API, for the providers that read it (keptn, externalmetrics).
+    pub kube: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    // The Secret's values never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("type_", &self.type_)
+            .field("address", &self.address)
+            .field(
+                "secret_keys",
+                &self.secret.as_ref().map(|s| s.keys().collect::<Vec<_>>()),
+            )
+            .field("region", &self.region)
+            .field("timeout", &self.timeout)
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+impl ProviderSettings {
+    pub fn secret(&self) -> Option<&BTreeMap<String, Vec<u8>>> {
+        self.secret.as_ref()
+    }
+
+    /// The metric interval in whole seconds, at least one.
+    pub fn interval_seconds(&self) -> i64 {
+        (self.interval.as_secs() as i64).max(1)
+    }
 }

@@ -95,7 +95,7 @@ impl Default for RenderOptions {
 }
 
 /// Kinds serin generates, in the order render prints them.
-const GENERATED: [(&str, &str, &str, &str); 8] = [
+const GENERATED: [(&str, &str, &str, &str); 9] = [
     ("apps", "v1", "Deployment", "deployments"),
     ("apps", "v1", "DaemonSet", "daemonsets"),
     (
@@ -119,6 +119,7 @@ const GENERATED: [(&str, &str, &str, &str); 8] = [
         "VirtualService",
         "virtualservices",
     ),
+    ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
 ];
 
 /// Input objects of kinds the API does not serve: (kind, namespace, name) → document.

@@ -346,6 +346,46 @@ impl Registry {
                 types.push(t);
             }
         }
+        // The Gateway API's routes and gateways (gateway.networking.k8s.io), in the
+        // versions the Gateway API CRDs serve.
+        for v in ["v1", "v1beta1"] {
+            for (plural, singular, kind, short, columns) in [
+                (
+                    "httproutes",
+                    "httproute",
+                    "HTTPRoute",
+                    &[][..],
+                    vec![
+                        col("Hostnames", "string", ".spec.hostnames", 0),
+                        col("Age", "date", ".metadata.creationTimestamp", 0),
+                    ],
+                ),
+                (
+                    "gateways",
+                    "gateway",
+                    "Gateway",
+                    &["gtw"][..],
+                    vec![
+                        col("Class", "string", ".spec.gatewayClassName", 0),
+                        col("Age", "date", ".metadata.creationTimestamp", 0),
+                    ],
+                ),
+            ] {
+                let mut t = builtin(B {
+                    group: "gateway.networking.k8s.io",
+                    version: v,
+                    plural,
+                    singular,
+                    kind,
+                    namespaced: ns,
+                    short,
+                    status: true,
+                });
+                t.columns = Some(columns);
+                t.categories = vec!["gateway-api".into()];
+                types.push(t);
+            }
+        }
         // `kubectl get all`
         for t in types.iter_mut() {
             if matches!(

@@ -1,6 +1,6 @@
 //! Traffic invariants checked over the whole history of a simulation: at every
 //! resourceVersion the weights of a route sum to 100, and no weight goes to a workload
-//! scaled to zero. Every change of the VirtualServices and Deployments is recorded from
+//! scaled to zero. Every change of the VirtualServices, HTTPRoutes and Deployments is recorded from
 //! watches, then replayed in resourceVersion order (the sandbox's versions are global).
 
 use std::collections::BTreeMap;
@@ -76,6 +76,55 @@ impl TrafficRecorder {
                                 .collect(),
                         );
                     }
+                    changes.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        rv(&o),
+                        Change::Routes {
+                            namespace: o.namespace().unwrap_or_default(),
+                            name: o.name_any(),
+                            blocks,
+                        },
+                    ));
+                }
+            }));
+        }
+        {
+            // Gateway API HTTPRoutes (both versions share one storage): a rule's
+            // backendRefs are a route block.
+            let changes = changes.clone();
+            let ar = kube::core::ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+                "httproutes",
+            );
+            let api: Api<kube::core::DynamicObject> = Api::all_with(client.clone(), &ar);
+            tasks.push(tokio::spawn(async move {
+                let mut s = watcher(api, watcher::Config::default()).boxed();
+                while let Some(e) = s.next().await {
+                    let o = match e {
+                        Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => o,
+                        _ => continue,
+                    };
+                    let rules = o
+                        .data
+                        .pointer("/spec/rules")
+                        .and_then(serde_json::Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let blocks = rules
+                        .iter()
+                        .map(|r| {
+                            r.get("backendRefs")
+                                .and_then(serde_json::Value::as_array)
+                                .into_iter()
+                                .flatten()
+                                .map(|b| {
+                                    (
+                                        b["name"].as_str().unwrap_or_default().to_string(),
+                                        b["weight"].as_i64().unwrap_or(1) as i32,
+                                    )
+                                })
+                                .collect()
+                        })
+                        .collect();
                     changes.lock().unwrap_or_else(|p| p.into_inner()).push((
                         rv(&o),
                         Change::Routes {

@@ -243,6 +243,8 @@ fn http_route(canary: &Canary, route: Vec<HTTPRouteDestination>) -> HTTPRoute {
         rewrite: s.rewrite.as_ref().map(|r| HTTPRewrite {
             uri: r.uri.clone(),
             authority: r.authority.clone(),
+            // Gateway API only: how the URI replaces the path.
+            type_: None,
         }),
         timeout: s.timeout.clone().filter(|t| !t.is_empty()),
         retries: s.retries.clone(),
@@ -324,7 +326,7 @@ fn set_cookie(header: &str) -> Headers {
 }
 
 /// `name=value; Max-Age=N` and the attributes `sessionAffinity` asks for.
-fn build_cookie(canary: &Canary, cookie: &str, max_age: i64) -> String {
+pub(crate) fn build_cookie(canary: &Canary, cookie: &str, max_age: i64) -> String {
     let mut out = format!("{cookie}; Max-Age={max_age}");
     if let Some(a) = canary.analysis().and_then(|a| a.session_affinity.as_ref()) {
         if let Some(d) = a.domain.as_deref().filter(|d| !d.is_empty()) {

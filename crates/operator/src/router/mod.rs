@@ -1,5 +1,5 @@
-//! Traffic routers: one per provider (Istio, Kubernetes blue/green), behind
-//! [`Router`]. A new mesh is one new file here.
+//! Traffic routers: one per provider (Istio, Gateway API, Kubernetes blue/green),
+//! behind [`Router`]. A new mesh is one new file here.
 
 use async_trait::async_trait;
 use serin_api::Canary;
@@ -7,8 +7,14 @@ use serin_api::Canary;
 use crate::error::{Error, Result};
 use crate::labels::LabelOptions;
 
+mod gateway_api;
 mod istio;
 mod kubernetes;
+
+pub use gateway_api::{
+    GatewayApiRouter, GatewayApiVersion, http_route, http_route_spec, merge_route_matches,
+    route_matches,
+};
 
 pub use istio::{
     IstioRouter, destination_rule, merge_match_conditions, routes_in, virtual_service,
@@ -44,7 +50,8 @@ pub trait Router: Send + Sync {
     async fn finalize(&self, canary: &Canary) -> Result<()>;
 }
 
-/// The router for the canary's provider: `istio` (the default) or `kubernetes`.
+/// The router for the canary's provider: `istio` (the default), `kubernetes`, or
+/// `gatewayapi:v1`/`gatewayapi:v1beta1`.
 /// Every router also keeps the canary's ClusterIP services.
 pub fn router_for(client: kube::Client, canary: &Canary) -> Result<Box<dyn Router>> {
     router_with(client, canary, LabelOptions::default())
@@ -59,8 +66,12 @@ pub fn router_with(
     match canary.provider() {
         "istio" => Ok(Box::new(IstioRouter::new(client, labels))),
         "kubernetes" => Ok(Box::new(KubernetesRouter::new(client, labels))),
+        other if GatewayApiVersion::from_provider(other).is_some() => {
+            let version = GatewayApiVersion::from_provider(other).unwrap_or(GatewayApiVersion::V1);
+            Ok(Box::new(GatewayApiRouter::new(client, labels, version)))
+        }
         other => Err(Error::Invalid(format!(
-            "canary {}: provider {other} is not supported (istio or kubernetes)",
+            "canary {}: provider {other} is not supported (istio, kubernetes, gatewayapi:v1 or gatewayapi:v1beta1)",
             canary.id()
         ))),
     }

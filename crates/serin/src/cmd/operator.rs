@@ -141,6 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         webhooks: WebhookCaller::default(),
         metrics: ProviderContext {
             operator_metrics_server: Some(args.metrics_server.clone()).filter(|s| !s.is_empty()),
+            kube: Some(client.clone()),
             ..Default::default()
         },
     });

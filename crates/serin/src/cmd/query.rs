@@ -1,6 +1,7 @@
 //! `serin query`: render one metric query of a Canary, with the MetricTemplates of the
-//! same files, and run it against Prometheus. Users run it to try a template before
-//! a rollout, typically through a port-forward (`--prometheus http://localhost:9090`).
+//! same files, and run it against the template's provider (Prometheus, Datadog,
+//! CloudWatch...). Users run it to try a template before a rollout, typically through
+//! a port-forward (`--address http://localhost:9090`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,16 +32,17 @@ pub struct Args {
     /// Name of the metric in the Canary's analysis
     #[arg(long, value_name = "NAME")]
     pub metric: String,
-    /// Prometheus to query, replacing every configured address (e.g. a port-forward)
-    #[arg(long, value_name = "URL")]
-    pub prometheus: Option<String>,
+    /// Address of the provider to query, replacing every configured address (e.g. a
+    /// port-forward to Prometheus)
+    #[arg(long, visible_alias = "prometheus", value_name = "URL")]
+    pub address: Option<String>,
     /// Print the rendered query before the value
     #[arg(long)]
     pub show_query: bool,
     /// Evaluate the query at this Unix time (seconds) instead of now
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub time: Option<f64>,
-    /// How long to wait for Prometheus (Go duration: 5s, 1m)
+    /// How long to wait for the provider (Go duration: 5s, 1m)
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub timeout: String,
 }
@@ -80,17 +82,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", prepared.query.trim());
     }
 
-    let secret = secret_data(&loaded, canary, &prepared, args.prometheus.is_some())?;
+    let secret = secret_data(&loaded, canary, &prepared, args.address.is_some())?;
+    let provider_type = prepared
+        .provider
+        .as_ref()
+        .map(|p| p.type_.as_str())
+        .unwrap_or_default();
+    // Keptn and the external metrics API are read through the Kubernetes API: the
+    // current kubeconfig context, as kubectl would use it.
+    let kube = if matches!(provider_type, "keptn" | "externalmetrics") {
+        match kube::Client::try_default().await {
+            Ok(c) => Some(c),
+            Err(e) if provider_type == "keptn" || args.address.is_none() => {
+                bail!("the {provider_type} provider reads the Kubernetes API: {e}")
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     let context = ProviderContext {
         operator_metrics_server: None,
-        address_override: args.prometheus.clone(),
+        address_override: args.address.clone(),
         timeout,
         evaluation_time: args.time,
+        kube,
     };
     let provider = match build_provider(canary, &prepared, secret.as_ref(), &context) {
         Ok(p) => p,
         Err(e @ ProviderConfigError::NoAddress { .. }) => {
-            bail!("{e}, or pass --prometheus URL")
+            bail!("{e}, or pass --address URL")
         }
         Err(e) => bail!("{}", config_failure_message(&prepared, &e)),
     };
