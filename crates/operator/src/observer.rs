@@ -251,9 +251,14 @@ fn seen_webhook(webhook: &CanaryWebhook, result: &Result<(), String>) -> CheckRe
 }
 
 fn seen_metric(metric: &CanaryMetric, value: Option<f64>, outcome: &MetricOutcome) -> CheckResult {
+    // A noted outcome (a warning beside it, such as several series) counts as itself.
+    let mut outcome = outcome;
+    while let MetricOutcome::Noted { outcome: inner, .. } = outcome {
+        outcome = inner;
+    }
     let message = match outcome {
-        MetricOutcome::Pass => None,
         MetricOutcome::Halt(m) => Some(m.as_str()),
+        _ => None,
     };
     let mut r = CheckResult::new(
         "metric",
