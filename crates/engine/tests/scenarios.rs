@@ -516,13 +516,48 @@ async fn blue_green_with_istio_switches_all_traffic_before_promotion() {
     let mut h = Harness::new(&with_analysis("", "    iterations: 2\n"));
     h.initialize().await;
     h.new_revision("rev-2");
-    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    // After each run: its events, the routes, and the primary's revision.
+    let mut trace: Vec<(Vec<String>, Routes, String)> = Vec::new();
+    for _ in 0..20 {
+        let seen = h.events.len();
+        h.step().await;
+        trace.push((
+            h.events[seen..].to_vec(),
+            h.world.routes,
+            h.world.primary_hash.clone(),
+        ));
+        if h.phase() == CanaryPhase::Succeeded {
+            break;
+        }
+    }
+    assert_eq!(h.phase(), CanaryPhase::Succeeded, "{:#?}", h.events);
+    let run_of = |message: &str| {
+        trace
+            .iter()
+            .position(|(events, _, _)| events.iter().any(|e| e == message))
+            .unwrap_or_else(|| panic!("no {message:?} in {trace:#?}"))
+    };
+    let iteration = run_of("Advance podinfo.test canary iteration 2/2");
+    let switch = run_of("Routing all traffic to canary");
+    let copy = run_of("Copying podinfo.test template spec to podinfo-primary.test");
+    let back = run_of("Routing all traffic to primary");
+    // The iterations run with all traffic on the primary (tests hit the canary
+    // service directly), then every request goes to the canary while the primary is
+    // still the old version, then the primary is updated, then traffic returns.
+    for (_, routes, _) in &trace[..=iteration] {
+        assert_eq!(*routes, Routes::PRIMARY, "{trace:#?}");
+    }
     assert!(
-        h.events
-            .contains(&"Routing all traffic to canary".to_string()),
-        "{:#?}",
-        h.events
+        iteration < switch && switch < copy && copy < back,
+        "{trace:#?}"
     );
+    assert_eq!(trace[switch].1, Routes::to_canary(100), "{trace:#?}");
+    assert_eq!(trace[switch].2, "rev-1", "switched before the promotion");
+    for (_, routes, _) in &trace[switch..back] {
+        assert_eq!(*routes, Routes::to_canary(100), "{trace:#?}");
+    }
+    assert_eq!(trace[copy].2, "rev-2");
+    assert_eq!(trace[back].1, Routes::PRIMARY);
 }
 
 #[tokio::test]
@@ -801,15 +836,30 @@ async fn confirm_traffic_increase_gates_each_step() {
     h.initialize().await;
     h.world.webhooks.insert("more".into(), false);
     h.new_revision("rev-2");
-    for _ in 0..4 {
+    let halt = "W: Halt podinfo.test advancement waiting for traffic increase approval more";
+    // Closed before every step: the weight holds wherever it is; opened for exactly
+    // one run, it moves one step.
+    for weight in [0, 10, 20] {
+        let halts = h.events.iter().filter(|e| *e == halt).count();
+        for _ in 0..3 {
+            h.step().await;
+            assert_eq!(h.world.routes.canary, weight, "{:#?}", h.events);
+            assert!(h.phase().is_running(), "{:#?}", h.events);
+        }
+        assert!(
+            h.events.iter().filter(|e| *e == halt).count() >= halts + 2,
+            "each held run says why: {:#?}",
+            h.events
+        );
+        h.world.webhooks.insert("more".into(), true);
         h.step().await;
+        h.world.webhooks.insert("more".into(), false);
+        assert_eq!(h.world.routes.canary, weight + 10, "{:#?}", h.events);
     }
-    assert_eq!(h.world.routes.canary, 0);
-    assert!(h.events.iter().any(
-        |e| e == "W: Halt podinfo.test advancement waiting for traffic increase approval more"
-    ));
-    h.world.webhooks.insert("more".into(), true);
-    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    // At maxWeight no increase is asked for: promotion goes on with the gate closed.
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded, "{:#?}", h.events);
+    let passed = "Confirm-traffic-increase check more passed";
+    assert_eq!(h.events.iter().filter(|e| *e == passed).count(), 3);
 }
 
 #[tokio::test]

@@ -158,12 +158,11 @@ async fn rate_limited_duration_run_sends_rate_times_workers_times_seconds() {
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(text.contains("load test started"), "{text}");
     wait_idle(&lt).await;
+    // Exactly q * c * z: each worker sends one request per tick due by the end of the
+    // run, catching up ticks missed while the machine was busy, so the count does not
+    // depend on load (throughput figures are in benches/generator.rs).
     let sent = target.count.load(Ordering::SeqCst);
-    eprintln!("hey -z 2s -q 10 -c 2 sent {sent} requests");
-    assert!(
-        (36..=44).contains(&sent),
-        "expected 40 ± 10% requests, got {sent}"
-    );
+    assert_eq!(sent, 40, "hey -z 2s -q 10 -c 2");
     let metrics = lt.metrics_text();
     assert!(
         metrics.contains(&format!("serin_loadtester_load_requests_total {sent}")),

@@ -858,6 +858,23 @@ fn check_schema(
 fn default_fields(rt: &ResourceType, obj: &mut Value, name: &str, now: DateTime<Utc>, random: u64) {
     let Some(m) = obj.as_object_mut() else { return };
     match (rt.storage.group.as_str(), rt.storage.resource.as_str()) {
+        // As the API server does on every write: stringData is merged into data
+        // (base64-encoded, winning over data) and never stored.
+        ("", "secrets") => {
+            if let Some(Value::Object(sd)) = m.remove("stringData") {
+                use base64::Engine as _;
+                let data = m.entry("data").or_insert_with(|| json!({}));
+                if !data.is_object() {
+                    *data = json!({});
+                }
+                for (k, v) in sd {
+                    let text = v.as_str().unwrap_or_default();
+                    data[k] = base64::engine::general_purpose::STANDARD
+                        .encode(text)
+                        .into();
+                }
+            }
+        }
         ("", "namespaces") => {
             m.insert("spec".into(), json!({"finalizers": ["kubernetes"]}));
             m.insert("status".into(), json!({"phase": "Active"}));

@@ -1024,3 +1024,41 @@ async fn foreground_deletion_waits_for_dependents() {
     assert!(api.get_opt("fg-dep").await.unwrap().is_none());
     assert!(api.get_opt("fg-owner").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn secret_string_data_is_stored_as_data() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = sandbox().client();
+    let api: Api<Secret> = Api::namespaced(client, "default");
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "auth"},
+        "data": {"username": "b2xk", "token": "dG9r"},
+        "stringData": {"username": "flagger", "password": "s3cr3t"}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &secret).await.unwrap();
+    let text = |s: &Secret, k: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|v| String::from_utf8_lossy(&v.0).to_string())
+    };
+    let stored = api.get("auth").await.unwrap();
+    // As on a real API server: stringData wins over data and is never returned.
+    assert_eq!(text(&stored, "username").as_deref(), Some("flagger"));
+    assert_eq!(text(&stored, "password").as_deref(), Some("s3cr3t"));
+    assert_eq!(text(&stored, "token").as_deref(), Some("tok"));
+    assert_eq!(stored.string_data, None);
+    // A merge patch of stringData changes data too.
+    api.patch(
+        "auth",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"stringData": {"password": "rotated"}})),
+    )
+    .await
+    .unwrap();
+    let patched = api.get("auth").await.unwrap();
+    assert_eq!(text(&patched, "password").as_deref(), Some("rotated"));
+    assert_eq!(patched.string_data, None);
+}

@@ -8,6 +8,9 @@
 //! `helm template`); the Grafana dashboard only queries metrics that exist; the flags
 //! in the manifests are ones the binary knows.
 
+#[path = "../../metrics/tests/support/prometheus.rs"]
+mod prometheus;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -619,7 +622,8 @@ fn operator_rbac_is_least_privilege_verb_by_verb() {
         &["virtualservices", "destinationrules"],
         MANAGE,
     ));
-    expected.extend(expand("", &["events"], &["get", "create", "patch"]));
+    // A repeated event is read for its count, then patched.
+    expected.extend(expand("", &["events"], &["create", "get", "patch"]));
     expected.extend(expand("events.k8s.io", &["events"], &["create", "patch"]));
 
     let (cluster, namespaced) = operator_rbac_rules();
@@ -929,24 +933,51 @@ fn manifests_pass_only_flags_the_binary_knows() {
             COMMAND_TIMEOUT,
         );
         assert!(help.status.success(), "serin {sub} --help: {}", help.stderr);
-        // Until the subcommand has its real arguments (its placeholder takes none),
-        // there is nothing to compare against yet.
-        if !help
-            .stdout
-            .lines()
-            .any(|l| l.contains("--") && !l.contains("--help"))
-        {
-            eprintln!("serin {sub} has no options yet: flags {used:?} not checked");
-            continue;
+        let known = long_options(&help.stdout);
+        // The flags the manifests must pass are ones the binary lists: a help text
+        // without them (or without any options) fails here.
+        for flag in at_least {
+            assert!(
+                known.contains(*flag),
+                "`serin {sub} --help` does not list {flag}:\n{}",
+                help.stdout
+            );
         }
         for flag in &used {
             assert!(
-                help.stdout.contains(flag.as_str()),
+                known.contains(flag),
                 "the manifests pass {flag} to `serin {sub}`, which does not know it:\n{}",
                 help.stdout
             );
         }
     }
+}
+
+/// The long options (`--name`) a clap help text lists.
+fn long_options(help: &str) -> BTreeSet<String> {
+    help.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| {
+            w.split(['=', '[', '<'])
+                .next()
+                .unwrap_or(w)
+                .trim_end_matches(['.', ')'])
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn long_options_are_read_from_clap_help() {
+    let help = "Options:\n      --port <PORT>  Port [default: 8080]\n      --enable-bash  Allow bash\n  -h, --help     Print help\n";
+    assert_eq!(
+        long_options(help),
+        BTreeSet::from([
+            "--port".to_string(),
+            "--enable-bash".into(),
+            "--help".into()
+        ])
+    );
 }
 
 /// Metric names a PromQL expression selects (functions, keywords, label names,
@@ -1495,13 +1526,19 @@ fn every_manifest_applies_server_side_to_the_sandbox() {
 /// request as the RBAC grant it needs: (apiGroup, resource[/subresource], verb).
 struct RecordingProxy {
     addr: std::net::SocketAddr,
-    seen: std::sync::Arc<std::sync::Mutex<BTreeSet<Grant>>>,
+    seen: std::sync::Arc<std::sync::Mutex<BTreeSet<ScopedGrant>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The grant a request needs, from its method and path (None for discovery and
 /// other non-resource URLs, which every authenticated client may read).
 fn grant_for(method: &str, target: &str) -> Option<Grant> {
+    scoped_grant_for(method, target).map(|(_, g)| g)
+}
+
+/// The namespace a request is made in (None for cluster-wide requests) and the grant
+/// it needs.
+fn scoped_grant_for(method: &str, target: &str) -> Option<(Option<String>, Grant)> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, rest) = match parts.as_slice() {
@@ -1509,9 +1546,9 @@ fn grant_for(method: &str, target: &str) -> Option<Grant> {
         ["apis", group, _version, rest @ ..] => (*group, rest),
         _ => return None,
     };
-    let rest = match rest {
-        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
-        other => other,
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some(ns.to_string()), tail),
+        other => (None, other),
     };
     let (resource, name, sub) = match rest {
         [] => return None,
@@ -1537,8 +1574,11 @@ fn grant_for(method: &str, target: &str) -> Option<Grant> {
         Some(s) => format!("{resource}/{s}"),
         None => resource.to_string(),
     };
-    Some((group.to_string(), resource, verb.to_string()))
+    Some((namespace, (group.to_string(), resource, verb.to_string())))
 }
+
+/// A grant seen in a namespace (None: cluster-wide).
+type ScopedGrant = (Option<String>, Grant);
 
 impl RecordingProxy {
     fn start(upstream: std::net::SocketAddr) -> Self {
@@ -1552,7 +1592,7 @@ impl RecordingProxy {
             .set_nonblocking(true)
             .expect("nonblocking listener");
         let addr = listener.local_addr().expect("proxy address");
-        let seen: Arc<Mutex<BTreeSet<Grant>>> = Arc::default();
+        let seen: Arc<Mutex<BTreeSet<ScopedGrant>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (seen2, stop2) = (seen.clone(), stop.clone());
         std::thread::spawn(move || {
@@ -1610,14 +1650,13 @@ impl RecordingProxy {
                                 if k == "transfer-encoding" {
                                     // Not expected from kube-rs; record it so the test fails loudly.
                                     seen.lock().expect("lock").insert((
-                                        "?".into(),
-                                        "chunked request".into(),
-                                        "?".into(),
+                                        None,
+                                        ("?".into(), "chunked request".into(), "?".into()),
                                     ));
                                 }
                             }
                         }
-                        if let Some(g) = grant_for(method, target) {
+                        if let Some(g) = scoped_grant_for(method, target) {
                             seen.lock().expect("lock").insert(g);
                         }
                         let mut body = vec![0u8; length];
@@ -1635,6 +1674,11 @@ impl RecordingProxy {
     }
 
     fn seen(&self) -> BTreeSet<Grant> {
+        self.scoped().into_iter().map(|(_, g)| g).collect()
+    }
+
+    /// Every grant seen, with the namespace it was used in.
+    fn scoped(&self) -> BTreeSet<ScopedGrant> {
         self.seen.lock().expect("lock").clone()
     }
 }
@@ -1691,6 +1735,20 @@ fn request_paths_map_to_rbac_grants() {
             "/apis/coordination.k8s.io/v1/namespaces/serin/leases/serin"
         ),
         g("coordination.k8s.io", "leases", "get")
+    );
+    assert_eq!(
+        scoped_grant_for(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/serin/leases/serin"
+        ),
+        Some((
+            Some("serin".to_string()),
+            g("coordination.k8s.io", "leases", "update").expect("grant")
+        ))
+    );
+    assert_eq!(
+        scoped_grant_for("GET", "/apis/flagger.app/v1beta1/canaries?watch=true"),
+        Some((None, g("flagger.app", "canaries", "watch").expect("grant")))
     );
     assert_eq!(grant_for("GET", "/apis"), None);
     assert_eq!(grant_for("GET", "/version"), None);
@@ -1851,13 +1909,76 @@ spec:
   service:
     port: 9898
   revertOnDeletion: true
-  skipAnalysis: true
   analysis:
     interval: 1s
     threshold: 2
-    maxWeight: 50
+    maxWeight: 20
     stepWeight: 10
+    metrics:
+      - name: error-rate
+        templateRef:
+          name: error-rate
+          namespace: istio-system
+        thresholdRange:
+          max: 5
+        interval: 1m
+    alerts:
+      - name: on-call
+        severity: info
+        providerRef:
+          name: on-call
+          namespace: istio-system
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: istio-system
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: prom-auth
+  namespace: istio-system
+stringData:
+  username: flagger
+  password: serin-test-password
+---
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata:
+  name: error-rate
+  namespace: istio-system
+spec:
+  provider:
+    type: prometheus
+    address: PROMETHEUS_URL
+    secretRef:
+      name: prom-auth
+  query: vector(1)
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: on-call-url
+  namespace: istio-system
+stringData:
+  address: http://127.0.0.1:9/slack
+---
+apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata:
+  name: on-call
+  namespace: istio-system
+spec:
+  type: slack
+  channel: rollouts
+  secretRef:
+    name: on-call-url
 "#;
+
+/// bcrypt hash of "serin-test-password" (cost 4), as in the metrics tests.
+const PROMETHEUS_PASSWORD_HASH: &str =
+    "$2b$04$2MsVeUXnQh8/D2GjHT4vc.1lFFBu76blqVGIBl/wyJ6xT.WJA6jmm";
 
 /// Polls `kubectl get` until its output satisfies `done` (at most 60 s, 300 tries).
 fn wait_until(sandbox: &SandboxProcess, what: &str, args: &[&str], done: impl Fn(&Output) -> bool) {
@@ -1880,11 +2001,22 @@ fn wait_until(sandbox: &SandboxProcess, what: &str, args: &[&str], done: impl Fn
 
 #[test]
 fn operator_rbac_covers_every_call_the_operator_makes() {
+    // A real Prometheus behind basic auth answers the MetricTemplate's query.
+    let web = format!("basic_auth_users:\n  flagger: '{PROMETHEUS_PASSWORD_HASH}'\n");
+    let prometheus = prometheus::Prometheus::start_with(
+        &prometheus::Traffic::istio(),
+        Some(&web),
+        Some(("flagger", "serin-test-password")),
+    );
     let sandbox = SandboxProcess::start();
     let proxy = RecordingProxy::start(sandbox.addr());
     let dir = tempfile::tempdir().expect("temp dir");
     let manifests = dir.path().join("scenario.yaml");
-    std::fs::write(&manifests, RBAC_SCENARIO).expect("write scenario");
+    std::fs::write(
+        &manifests,
+        RBAC_SCENARIO.replace("PROMETHEUS_URL", &prometheus.url()),
+    )
+    .expect("write scenario");
     let crds = repo_root().join("deploy/crds/crds.yaml");
     sandbox.kubectl_ok(&[
         "apply",
@@ -1905,7 +2037,7 @@ fn operator_rbac_covers_every_call_the_operator_makes() {
     let child = Command::new(env!("CARGO_BIN_EXE_serin"))
         .args(["operator", "--kubeconfig"])
         .arg(&kubeconfig)
-        .args(["--port", &port, "--metrics-server", "http://127.0.0.1:9"])
+        .args(["--port", &port, "--metrics-server", &prometheus.url()])
         .args(["--leader-elect", "--leader-election-namespace", "default"])
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
@@ -1934,7 +2066,8 @@ fn operator_rbac_covers_every_call_the_operator_makes() {
     wait_until(&sandbox, "Initialized", &phase, |o| {
         o.stdout == "Initialized"
     });
-    // A new revision (skipAnalysis: straight to promotion), then a config change.
+    // A new revision analysed step by step (weights written, the template, its
+    // Secret and the AlertProvider read at each check) and promoted...
     sandbox.kubectl_ok(&[
         "-n",
         "test",
@@ -1960,6 +2093,46 @@ fn operator_rbac_covers_every_call_the_operator_makes() {
         ],
         |o| o.stdout.ends_with(":6.0.1"),
     );
+    // ...then one whose metric fails: rolled back.
+    sandbox.kubectl_ok(&[
+        "-n",
+        "istio-system",
+        "patch",
+        "metrictemplate",
+        "error-rate",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"query":"vector(50)"}}"#,
+    ]);
+    sandbox.kubectl_ok(&[
+        "-n",
+        "test",
+        "set",
+        "image",
+        "deployment/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.2",
+    ]);
+    wait_until(&sandbox, "Failed after 6.0.2", &phase, |o| {
+        o.stdout == "Failed"
+    });
+    let events = sandbox.kubectl_ok(&[
+        "-n",
+        "test",
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+    ]);
+    for want in [
+        "Advance podinfo.test canary weight 20",
+        "Promotion completed! Scaling down podinfo.test",
+        "Rolling back podinfo.test failed checks threshold reached 2",
+    ] {
+        assert!(
+            events.lines().any(|l| l == want),
+            "{want:?} not among the events:\n{events}"
+        );
+    }
     // revertOnDeletion: the operator restores the target and removes its finalizer.
     sandbox.kubectl_ok(&["-n", "test", "delete", "canary", "podinfo", "--wait=false"]);
     wait_until(
@@ -1971,17 +2144,43 @@ fn operator_rbac_covers_every_call_the_operator_makes() {
 
     let (cluster, namespaced) = operator_rbac_rules();
     let seen = proxy.seen();
-    assert!(
-        seen.contains(&("flagger.app".into(), "canaries".into(), "watch".into())),
-        "the proxy saw no operator traffic: {seen:?}"
-    );
-    let uncovered: Vec<&Grant> = seen
+    let g = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    // The whole life was seen: the analysis wrote routes and read the template,
+    // its Secret and the AlertProvider; leader election used its Lease.
+    for call in [
+        g("flagger.app", "canaries", "watch"),
+        g("networking.istio.io", "virtualservices", "update"),
+        g("flagger.app", "metrictemplates", "get"),
+        g("", "secrets", "get"),
+        g("flagger.app", "alertproviders", "get"),
+        g("coordination.k8s.io", "leases", "get"),
+    ] {
+        assert!(seen.contains(&call), "{call:?} was never made: {seen:?}");
+    }
+    // The Role only grants in the operator's own namespace (here `default`, its
+    // --leader-election-namespace): a call it covers elsewhere is not allowed.
+    let scoped = proxy.scoped();
+    let uncovered: Vec<&ScopedGrant> = scoped
         .iter()
-        .filter(|g| !cluster.contains(*g) && !namespaced.contains(*g))
+        .filter(|(ns, g)| {
+            let allowed =
+                cluster.contains(g) || (ns.as_deref() == Some("default") && namespaced.contains(g));
+            !allowed
+        })
         .collect();
     assert!(
         uncovered.is_empty(),
-        "the operator made calls its RBAC (deploy/kustomize/base/rbac.yaml) does not allow: {uncovered:?}\nall calls: {seen:?}"
+        "the operator made calls its RBAC (deploy/kustomize/base/rbac.yaml) does not allow: {uncovered:?}\nall calls: {scoped:?}"
+    );
+    let leases: Vec<&ScopedGrant> = scoped
+        .iter()
+        .filter(|(_, (group, _, _))| group == "coordination.k8s.io")
+        .collect();
+    assert!(
+        leases
+            .iter()
+            .all(|(ns, _)| ns.as_deref() == Some("default")),
+        "Lease calls outside the operator's namespace: {leases:?}"
     );
     eprintln!("operator calls, all allowed: {seen:?}");
 }

@@ -104,8 +104,44 @@ fn json_format_and_a_missing_metric_value() {
 
 #[test]
 fn bad_arguments_are_clear_errors() {
-    let (ok, _) = simulate(&["--metric", "request-success-rate=lots"]);
-    assert!(!ok);
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_serin"))
+            .arg("simulate")
+            .arg("-f")
+            .arg(seed_canary())
+            .args(extra)
+            .output()
+            .expect("serin runs")
+    };
+    // Each refusal names the argument and why, and no simulation runs.
+    for (args, message) in [
+        (
+            &["--metric", "request-success-rate=lots"][..],
+            "--metric request-success-rate=lots: lots is not a number",
+        ),
+        (
+            &["--metric", "request-success-rate"][..],
+            "--metric request-success-rate: expected NAME=VALUE",
+        ),
+        (
+            &["--metric", "request-success-rate=inf"][..],
+            "--metric request-success-rate=inf: the value must be a finite number",
+        ),
+        (
+            &["--webhook", "acceptance-test=maybe"][..],
+            "--webhook acceptance-test=maybe: expected NAME=pass or NAME=fail",
+        ),
+    ] {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: nothing simulated, yet: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_serin"))
         .args(["simulate", "-f", "/nonexistent/canary.yaml"])
         .output()

@@ -657,4 +657,125 @@ spec:
             .is_none(),
         "no primary copy without config tracking"
     );
+const DAEMONSET: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+  namespace: test
+spec:
+  selector:
+    matchLabels:
+      app: agent
+  template:
+    metadata:
+      labels:
+        app: agent
+    spec:
+      nodeSelector:
+        disk: ssd
+      containers:
+        - name: agent
+          image: ghcr.io/example/agent:1.0.0
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: agent
+  namespace: test
+spec:
+  targetRef:
+    apiVersion: apps/v1
+    kind: DaemonSet
+    name: agent
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 2
+    maxWeight: 20
+    stepWeight: 10
+    metrics:
+      - name: request-success-rate
+        thresholdRange:
+          min: 99
+        interval: 1m
+";
+
+fn image_and_nodes(
+    ds: &k8s_openapi::api::apps::v1::DaemonSet,
+) -> (String, BTreeMap<String, String>) {
+    let pod = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    (
+        pod.containers[0].image.clone().unwrap_or_default(),
+        pod.node_selector.unwrap_or_default(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_daemonset_target_is_promoted_then_rolled_back() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let mut sim = start(DAEMONSET, healthy()).await;
+    let outcome = sim.run(&mut |_| {}).await.expect("first rollout");
+    let events = sim.events();
+    assert_eq!(
+        outcome.phase(),
+        CanaryPhase::Succeeded,
+        "{}",
+        lines(&events)
+    );
+    let msgs: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    for want in [
+        "Initialization done! agent.test",
+        "New revision detected! Scaling up agent.test",
+        "Advance agent.test canary weight 10",
+        "Advance agent.test canary weight 20",
+        "Copying agent.test template spec to agent-primary.test",
+        "Promotion completed! Scaling down agent.test",
+    ] {
+        assert!(msgs.contains(&want), "{want:?}\n{}", lines(&events));
+    }
+    let api: Api<DaemonSet> = Api::namespaced(sim.client.clone(), "test");
+    let scaled_down = BTreeMap::from([
+        ("disk".to_string(), "ssd".to_string()),
+        ("flagger.app/scale-to-zero".to_string(), "true".to_string()),
+    ]);
+    let user_nodes = BTreeMap::from([("disk".to_string(), "ssd".to_string())]);
+    let target = image_and_nodes(&api.get("agent").await.expect("target"));
+    let promoted = target.0.clone();
+    assert_ne!(
+        promoted, "ghcr.io/example/agent:1.0.0",
+        "a new revision was made"
+    );
+    assert_eq!(target.1, scaled_down, "the target is off every node again");
+    let primary = image_and_nodes(&api.get("agent-primary").await.expect("primary"));
+    assert_eq!(
+        primary,
+        (promoted.clone(), user_nodes.clone()),
+        "the primary runs the new image on the user's nodes, without the scale-down selector"
+    );
+
+    // A failing revision: the primary keeps the promoted image, the target is
+    // scaled down again, the traffic is back on the primary.
+    sim.checks.set_metric("request-success-rate", 50.0);
+    let outcome = sim.rollout(&mut |_| {}).await.expect("second rollout");
+    let events = sim.events();
+    assert_eq!(outcome.phase(), CanaryPhase::Failed, "{}", lines(&events));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message == "Rolling back agent.test failed checks threshold reached 2"),
+        "{}",
+        lines(&events)
+    );
+    let target = image_and_nodes(&api.get("agent").await.expect("target"));
+    assert_ne!(target.0, promoted, "the failed revision is on the target");
+    assert_eq!(target.1, scaled_down);
+    let primary = image_and_nodes(&api.get("agent-primary").await.expect("primary"));
+    assert_eq!(primary, (promoted, user_nodes), "the primary is unchanged");
+    let c = sim.canary(&sim.canaries[0].clone()).await.expect("canary");
+    assert_eq!(c.status_or_default().canary_weight, 0);
 }

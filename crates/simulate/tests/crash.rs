@@ -121,9 +121,27 @@ async fn restarted_after_every_step_the_outcome_is_the_same() {
             assert!(msgs.contains(&"Canary failed! Scaling down podinfo.test"));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_traffic_seen(&traffic, expected);
         let violations = traffic.violations(&sim.canaries);
         assert!(violations.is_empty(), "{violations:#?}");
     }
+}
+
+/// The recorder really watched the rollout: the routes reached the highest weight
+/// this outcome passes through (50 before a promotion; 10 before a rollback, which
+/// comes at the third failed check), so an empty history cannot pass for a safe one.
+fn assert_traffic_seen(traffic: &TrafficRecorder, outcome: CanaryPhase) {
+    let expected = if outcome == CanaryPhase::Succeeded {
+        50
+    } else {
+        10
+    };
+    assert!(traffic.len() > 5, "{} changes recorded", traffic.len());
+    assert_eq!(
+        traffic.max_canary_weight(),
+        expected,
+        "the recorder saw the route changes"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -150,6 +168,7 @@ async fn stopped_in_the_middle_of_runs_the_outcome_is_the_same() {
         assert_eq!(outcome, expected, "{}", lines(&sim.events()));
         assert!(restarts >= 5, "restarted repeatedly ({restarts})");
         tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_traffic_seen(&traffic, expected);
         let violations = traffic.violations(&sim.canaries);
         assert!(violations.is_empty(), "{violations:#?}");
     }

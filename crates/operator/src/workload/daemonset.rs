@@ -449,18 +449,46 @@ mod tests {
 
     #[test]
     fn scale_down_selector_is_not_part_of_the_revision() {
-        let plain = PodTemplateSpec {
-            spec: Some(PodSpec::default()),
-            ..Default::default()
+        let selector = |pairs: &[(&str, &str)]| -> PodTemplateSpec {
+            PodTemplateSpec {
+                spec: Some(PodSpec {
+                    node_selector: (!pairs.is_empty()).then(|| {
+                        pairs
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect::<BTreeMap<_, _>>()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
         };
-        let mut scaled = plain.clone();
-        scaled.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([(
-            SCALE_DOWN_NODE_SELECTOR.0.to_string(),
-            SCALE_DOWN_NODE_SELECTOR.1.to_string(),
-        )]));
+        let scale_down = SCALE_DOWN_NODE_SELECTOR;
+        // Only serin's own key is removed; what the user wrote stays as written.
+        assert_eq!(without_scale_down(&selector(&[scale_down])), selector(&[]));
         assert_eq!(
-            template_hash(&without_scale_down(&plain)),
-            template_hash(&without_scale_down(&scaled))
+            without_scale_down(&selector(&[("disk", "ssd"), scale_down])),
+            selector(&[("disk", "ssd")])
+        );
+        assert_eq!(
+            without_scale_down(&selector(&[("disk", "ssd")])),
+            selector(&[("disk", "ssd")])
+        );
+        // So a scaled-down target has the revision of the template the user wrote,
+        // while a change of the user's own node selector is a new revision.
+        let revision = |t: &PodTemplateSpec| template_hash(&without_scale_down(t));
+        assert_eq!(
+            revision(&selector(&[("disk", "ssd"), scale_down])),
+            template_hash(&selector(&[("disk", "ssd")]))
+        );
+        assert_ne!(
+            revision(&selector(&[("disk", "ssd")])),
+            revision(&selector(&[("disk", "hdd")]))
+        );
+        assert_ne!(
+            template_hash(&selector(&[scale_down])),
+            template_hash(&selector(&[])),
+            "the hash itself sees the selector: the stripping is what hides it"
         );
     }
 }

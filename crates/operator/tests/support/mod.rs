@@ -32,10 +32,15 @@ pub fn read(path: &PathBuf) -> String {
 
 /// A sandbox with the `test` and `prod` namespaces and serin's CRDs, on `clock`.
 pub async fn sandbox(clock: Clock) -> (Sandbox, Client) {
-    let mut options = SandboxOptions {
+    sandbox_with(SandboxOptions {
         clock,
         ..SandboxOptions::default()
-    };
+    })
+    .await
+}
+
+/// Like [`sandbox`], with other options (the namespaces are added to theirs).
+pub async fn sandbox_with(mut options: SandboxOptions) -> (Sandbox, Client) {
     options
         .namespaces
         .extend(["test".to_string(), "prod".to_string()]);
