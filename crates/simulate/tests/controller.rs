@@ -657,6 +657,8 @@ spec:
             .is_none(),
         "no primary copy without config tracking"
     );
+}
+
 const DAEMONSET: &str = "apiVersion: apps/v1
 kind: DaemonSet
 metadata:
