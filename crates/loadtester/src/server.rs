@@ -167,6 +167,19 @@ impl LoadTester {
         opts: RunOptions,
     ) -> Reply {
         let canary = payload.canary();
+        if let Some(d) = args.duration
+            && d > opts.timeout
+        {
+            // Refused rather than silently cut: the canary would be analysed under a
+            // load that stops long before the duration the user asked for.
+            return reply(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "hey -z {d:?} is longer than the command timeout {:?} (metadata.timeout, or the load tester's --timeout): it would be cut short; shorten -z or raise the timeout",
+                    opts.timeout
+                ),
+            );
+        }
         let key = format!("{canary} {cmd}");
         {
             let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());

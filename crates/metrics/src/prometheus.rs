@@ -200,8 +200,19 @@ impl PrometheusProvider {
         let mut attempts_left = STALE_CONNECTION_RETRIES;
         loop {
             match self.send(url.clone()).await {
+                Ok((status, body)) if body.truncated && status < 300 => {
+                    return Err(ProviderError::Decode {
+                        provider: PROVIDER.into(),
+                        address: self.address.clone(),
+                        query,
+                        reason: format!(
+                            "the answer is larger than {} MiB and was not read",
+                            serin_http_client::MAX_METRICS_BODY >> 20
+                        ),
+                    });
+                }
                 Ok((status, body)) => {
-                    return parse_response(&self.address, &query, status, &body);
+                    return parse_response(&self.address, &query, status, &body.bytes);
                 }
                 Err(e) if attempts_left > 0 && is_stale_connection(&e) => attempts_left -= 1,
                 Err(e) => return Err(self.transport_error(&query, e)),
@@ -209,7 +220,11 @@ impl PrometheusProvider {
         }
     }
 
-    async fn send(&self, url: Url) -> Result<(u16, Vec<u8>), reqwest::Error> {
+    /// Sends the query; of the answer at most `MAX_METRICS_BODY` (4 MiB) is read.
+    async fn send(
+        &self,
+        url: Url,
+    ) -> Result<(u16, serin_http_client::LimitedBody), reqwest::Error> {
         let mut request = self.client.get(url).headers(self.headers.clone());
         request = match &self.credentials {
             Some(Credentials::Bearer { token }) => request.bearer_auth(token),
@@ -220,7 +235,8 @@ impl PrometheusProvider {
         };
         let response = request.send().await?;
         let status = response.status().as_u16();
-        let body = response.bytes().await?.to_vec();
+        let body =
+            serin_http_client::read_limited(response, serin_http_client::MAX_METRICS_BODY).await?;
         Ok((status, body))
     }
 

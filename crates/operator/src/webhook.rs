@@ -2,14 +2,16 @@
 //!
 //! Any 2xx answer is a pass. A failed call is retried `retries` times; every attempt is
 //! bounded by the webhook's `timeout` (10s by default). `disableTLS: true` skips the
-//! verification of the server's certificate, as in Flagger.
+//! verification of the server's certificate, as in Flagger. Of a failing answer at
+//! most 64 KiB is read (the message shows its first 256 bytes); a passing answer's body
+//! is not read.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serin_api::Canary;
 use serin_api::canary::{CanaryPhase, CanaryWebhook, WebhookPayload};
-use serin_http_client::{ClientOptions, client};
+use serin_http_client::{ClientOptions, MAX_WEBHOOK_BODY, client, read_limited};
 
 /// Calls webhooks. Clients are built per call from the webhook's own settings; the
 /// client builder is cheap next to a network round trip.
@@ -91,10 +93,15 @@ impl WebhookCaller {
                     .await
                     .map_err(|e| describe(&e, timeout))?;
                 let status = response.status();
-                let text = response.text().await.unwrap_or_default();
                 if status.is_success() {
+                    // The answer of a passing webhook is not used: not read at all.
                     Ok(())
                 } else {
+                    let body = read_limited(response, MAX_WEBHOOK_BODY)
+                        .await
+                        .map(|b| b.bytes)
+                        .unwrap_or_default();
+                    let text = String::from_utf8_lossy(&body);
                     Err(
                         format!("{} {}", status.as_u16(), truncate(text.trim(), 256))
                             .trim()
