@@ -61,7 +61,7 @@ pub fn validate_document(doc: &Document) -> Vec<Finding> {
         .map(|n| Finding::warning(n.path, format!("deprecated, {}", n.message)))
         .collect();
     if let Some(schema) = schema_of(doc.kind()) {
-        unknown_fields(&value, &schema, "", &mut findings);
+        unknown_fields(&value, schema, "", &mut findings);
     }
     let typed = match doc.kind() {
         "Canary" => serde_path_to_error::deserialize::<_, Canary>(value)

@@ -95,7 +95,11 @@ async fn start_target(hold_until: u64) -> (String, Arc<Target>) {
     (format!("http://{addr}/path"), target)
 }
 
-async fn start_loadtester(config: Config) -> (String, LoadTester) {
+async fn start_loadtester(mut config: Config) -> (String, LoadTester) {
+    // The targets of these tests are on loopback.
+    config
+        .allow_target
+        .push(serin_loadtester::targets::AllowedTarget::parse("127.0.0.1").unwrap());
     let lt = LoadTester::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -389,13 +393,33 @@ async fn allow_list_prefixes_are_enforced() {
     let ok = |m| payload("podinfo", m);
     let (status, _) = post(&lt_url, &ok(json!({"cmd": "echo allowed"}))).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = post(&lt_url, &ok(json!({"type": "bash", "cmd": "true"}))).await;
+    let (status, _) = post(&lt_url, &ok(json!({"cmd": "true"}))).await;
     assert_eq!(status, StatusCode::OK);
     let (status, text) = post(&lt_url, &ok(json!({"cmd": "ls /"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(text.contains("--allow-cmd"), "{text}");
     let (status, _) = post(&lt_url, &ok(json!({"type": "bash", "cmd": "id; echo x"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // A shell line that starts with an allowed prefix is refused too: the prefix would
+    // not stop what comes after the `;`.
+    let (status, text) = post(
+        &lt_url,
+        &ok(json!({"type": "bash", "cmd": "echo x; id -un", "returnCmdOutput": "true"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(
+        text.contains("type: bash is refused while --allow-cmd"),
+        "{text}"
+    );
+    // Without a shell the same line is refused as shell syntax, never run by a shell.
+    let (status, text) = post(
+        &lt_url,
+        &ok(json!({"cmd": "echo x; id -un", "returnCmdOutput": "true"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("shell syntax"), "{text}");
 }
 
 #[tokio::test]
@@ -753,5 +777,36 @@ async fn a_duration_beyond_the_timeout_is_refused_not_cut() {
     assert!(
         !m.contains(r#"serin_loadtester_commands_total{kind="hey"} 1"#),
         "not started: {m}"
+    );
+}
+
+#[tokio::test]
+async fn targets_outside_the_allow_list_are_a_403_saying_why() {
+    let lt = LoadTester::new(Config::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = lt.clone();
+    tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
+    let lt_url = format!("http://{addr}");
+    for target in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:9/",
+    ] {
+        let (status, text) = post(
+            &lt_url,
+            &payload(
+                "podinfo",
+                json!({"cmd": format!("hey -z 1s -q 1 -c 1 {target}")}),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{target}: {text}");
+        assert!(text.contains("is not allowed"), "{text}");
+        assert!(text.contains("--allow-target"), "{text}");
+    }
+    let m = lt.metrics_text();
+    assert!(
+        !m.contains(r#"serin_loadtester_commands_total{kind="hey"} 1"#),
+        "nothing started: {m}"
     );
 }

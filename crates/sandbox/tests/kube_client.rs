@@ -1024,3 +1024,26 @@ async fn foreground_deletion_waits_for_dependents() {
     assert!(api.get_opt("fg-dep").await.unwrap().is_none());
     assert!(api.get_opt("fg-owner").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_body_over_the_api_servers_limit_is_refused_with_413() {
+    let sandbox = sandbox();
+    let api: Api<ConfigMap> = Api::namespaced(sandbox.client(), "default");
+    let two_mib = "x".repeat(2 * 1024 * 1024);
+    api.create(&PostParams::default(), &cm("fits", &two_mib))
+        .await
+        .expect("2 MiB is under the 3 MiB limit");
+    let four_mib = "x".repeat(4 * 1024 * 1024);
+    let err = api
+        .create(&PostParams::default(), &cm("huge", &four_mib))
+        .await
+        .expect_err("refused");
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (413, "RequestEntityTooLarge"));
+            assert_eq!(s.message, "limit is 3145728");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(api.get_opt("huge").await.expect("read").is_none());
+}
