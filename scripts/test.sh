@@ -1,26 +1,74 @@
 #!/usr/bin/env bash
 # serin's one test command: installs what the tests need on a fresh Debian machine,
-# then runs formatting, lint and every test of the workspace.
+# then runs formatting, lint, the fast tier (every test of the workspace, on the
+# sandbox, in process) and the real tier (a real Kubernetes control plane from
+# scripts/cluster.sh, real kubectl and helm, serin operator as its own process).
+#
+#   SERIN_SKIP_REAL=1 ./scripts/test.sh   the fast tier only (the quick loop)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$(pwd)"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+stamp() { echo "== $(date -u +%H:%M:%S) $*"; }
+start=$SECONDS
 
-# Debian packages the tests use for real parts: Prometheus (metric queries).
+# Debian packages the tests use for real parts: Prometheus (metric queries), openssl
+# (the insecureSkipVerify test's certificate).
 missing=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || missing+=(prometheus)
-# openssl makes the self-signed certificate of the insecureSkipVerify test.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing Debian packages: ${missing[*]}"
+  stamp "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # The package may start its own daemon on :9090; tests start their own instances.
-  as_root sh -c 'service prometheus stop >/dev/null 2>&1; pkill -x prometheus; update-rc.d prometheus disable >/dev/null 2>&1; true'
+  # The package starts its own daemon on :9090; tests start their own instances. Stop
+  # the packaged service by its name only (never a process by name: a user's own
+  # Prometheus is not ours to kill).
+  as_root sh -c 'service prometheus stop >/dev/null 2>&1; update-rc.d prometheus disable >/dev/null 2>&1; true'
 fi
 command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (it ships on these machines)"; exit 1; }
 
+stamp "fast tier: fmt, clippy, cargo test --workspace"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+stamp "fast tier done after $((SECONDS - start))s"
+
+if [ "${SERIN_SKIP_REAL:-}" = 1 ]; then
+  echo "SERIN_SKIP_REAL=1: the real tier was not run"
+  exit 0
+fi
+
+# The real tier. Its peers are built from the Go modules pinned in tests/cluster
+# (go.mod, go.sum) into a cache outside the repository, once per version.
+command -v go >/dev/null 2>&1 || { echo "go is required for the real tier (it ships on these machines)"; exit 1; }
+stamp "real tier: building the peers (cached after the first run)"
+cache="${SERIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/serin}"
+cluster_bin="$(scripts/cluster.sh build)"
+helm_version="$(cd tests/cluster && go list -m -f '{{.Version}}' helm.sh/helm/v3)"
+helm="$cache/helm-$helm_version/helm"
+if [ ! -x "$helm" ]; then
+  mkdir -p "$(dirname "$helm")"
+  (cd tests/cluster && go build -trimpath -o "$helm.tmp" helm.sh/helm/v3/cmd/helm)
+  mv "$helm.tmp" "$helm"
+fi
+istio_dir="$(cd tests/cluster && go mod download -json istio.io/api | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+export SERIN_ISTIO_CRDS="$istio_dir/kubernetes/customresourcedefinitions.gen.yaml"
+[ -f "$SERIN_ISTIO_CRDS" ] || { echo "Istio CRDs not found in the istio.io/api module ($SERIN_ISTIO_CRDS)"; exit 1; }
+export SERIN_HELM="$helm"
+stamp "peers ready after $((SECONDS - start))s: $cluster_bin, $helm"
+
+# A control plane of this run only (its own state file), stopped on exit.
+export SERIN_CLUSTER_STATE
+SERIN_CLUSTER_STATE="$(mktemp "${TMPDIR:-/tmp}/serin-test-cluster.XXXXXX")"
+rm -f "$SERIN_CLUSTER_STATE"
+trap 'scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+eval "$(scripts/cluster.sh up)"
+export SERIN_REAL_KUBECONFIG="$KUBECONFIG"
+SERIN_REAL_CLUSTER_DIR="$(cat "$SERIN_CLUSTER_STATE")"
+export SERIN_REAL_CLUSTER_DIR
+stamp "control plane up: $(kubectl version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1)"
+cargo test -p serin --test real --locked -- --ignored --test-threads=3
+stamp "real tier done; whole test command took $((SECONDS - start))s"

@@ -8,6 +8,12 @@
 //!
 //! Run: `cargo bench -p serin-simulate --bench controller` (add `-- --quick` for a
 //! short run: 200 canaries at most and a 20 s window).
+//!
+//! 3. The same against a real API server (`scripts/bench-real.sh` runs it on the
+//!    control plane of scripts/cluster.sh): `-- --real ADMIN_KUBECONFIG
+//!    OPERATOR_KUBECONFIG AUDIT_LOG [--quick]`. The operator runs as a ServiceAccount;
+//!    its API requests are counted in the API server's audit log (by user), since
+//!    `apiserver_request_total` has no user or user-agent label.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -349,6 +355,128 @@ async fn run_operator(kubeconfig: PathBuf) {
     controller::run(Arc::new(ctx)).await;
 }
 
+async fn kube_client(kubeconfig: &Path) -> kube::Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// Audit log entries of the operator's user from byte `from` on: distinct requests.
+fn audited_requests(audit: &Path, from: u64, user: &str) -> (u64, usize) {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(audit).expect("audit log");
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < from {
+        return (len, 0); // rotated: count nothing rather than guess
+    }
+    f.seek(std::io::SeekFrom::Start(from)).expect("seek");
+    let mut text = String::new();
+    f.read_to_string(&mut text).expect("read");
+    let needle = format!("\"username\":\"{user}\"");
+    let ids: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            let at = l.find("\"auditID\":\"")? + 11;
+            l.get(at..at + 36)
+        })
+        .collect();
+    (len, ids.len())
+}
+
+/// Footprint and reaction time of an operator process on a real API server.
+async fn real(admin: &Path, operator_kubeconfig: &Path, audit: &Path, quick: bool) {
+    let client = kube_client(admin).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": "bench"}}))
+        .expect("namespace");
+    let _ = namespaces.create(&Default::default(), &ns).await;
+    let me = std::env::current_exe().expect("current exe");
+    let user = "system:serviceaccount:serin-system:serin";
+    let sizes: &[usize] = if quick { &[20, 100] } else { &[100, 1000] };
+    let window = Duration::from_secs(if quick { 30 } else { 60 });
+    let mut populated = 0;
+    let mut json = Vec::new();
+    for &count in sizes {
+        for i in populated..count {
+            let name = format!("app{i:04}");
+            for doc in
+                serin_api::load::parse_documents("bench.yaml", &manifests(&name)).expect("yaml")
+            {
+                serin_simulate::apply::apply_value(&client, doc.value)
+                    .await
+                    .expect("apply");
+            }
+        }
+        populated = count;
+        let operator = Kill(
+            Command::new(&me)
+                .arg("--operator")
+                .arg(operator_kubeconfig)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("operator process"),
+        );
+        let pid = operator.0.id();
+        let canaries: Api<Canary> = Api::namespaced(client.clone(), "bench");
+        let started = Instant::now();
+        loop {
+            let list = canaries.list(&Default::default()).await.expect("list");
+            let done = list
+                .items
+                .iter()
+                .filter(|c| c.status_or_default().phase == CanaryPhase::Initialized)
+                .count();
+            if done == count {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1800),
+                "{done}/{count} initialized"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let init = started.elapsed();
+        // Let the first runs settle, then measure one steady analysis interval.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (from, _) = audited_requests(audit, 0, user);
+        let (_, _, t0) = proc_stats(pid);
+        let w0 = Instant::now();
+        tokio::time::sleep(window).await;
+        let (rss, hwm, t1) = proc_stats(pid);
+        let (_, requests) = audited_requests(audit, from, user);
+        let elapsed = w0.elapsed().as_secs_f64();
+        let cpu = (t1 - t0) as f64 / 100.0 / elapsed * 100.0;
+        // The bench canaries' interval is one minute.
+        let per_canary_interval = requests as f64 / count as f64 / (elapsed / 60.0);
+        let latency = http_reaction_time(admin, 20).await;
+        let p50 = percentile(&latency, 0.5).as_secs_f64() * 1e3;
+        let p99 = percentile(&latency, 0.99).as_secs_f64() * 1e3;
+        println!(
+            "real API server, {count} canaries: initialized in {:.1} s; resident {:.1} MiB (peak {:.1} MiB); CPU {cpu:.2}% of one core; {requests} API requests in {elapsed:.0} s = {per_canary_interval:.3} per canary per interval; Deployment change -> \"New revision detected\": p50 {p50:.1} ms, p99 {p99:.1} ms ({} changes)",
+            init.as_secs_f64(),
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0,
+            latency.len()
+        );
+        json.push(serde_json::json!({
+            "canaries": count,
+            "initialized_s": init.as_secs_f64(),
+            "rss_mib": rss as f64 / 1024.0,
+            "cpu_pct": cpu,
+            "api_requests_per_canary_interval": per_canary_interval,
+            "reaction_p50_ms": p50,
+            "reaction_p99_ms": p99,
+        }));
+        drop(operator);
+    }
+    println!("{}", serde_json::Value::Array(json));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -366,6 +494,11 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if let Some(i) = args.iter().position(|a| a == "--real") {
+        let path = |k: usize| PathBuf::from(args.get(i + k).expect("--real ADMIN OPERATOR AUDIT"));
+        rt.block_on(real(&path(1), &path(2), &path(3), quick));
+        return;
+    }
     rt.block_on(async {
         reaction_time(if quick { 30 } else { 200 }).await;
         let dir = std::env::temp_dir().join(format!("serin-bench-{}", std::process::id()));
