@@ -677,13 +677,15 @@ impl Canary {
 
     pub fn max_weight(&self) -> i32 {
         let analysis = self.analysis();
+        // Never above 100, whatever the spec says (validation refuses such a spec).
         if let Some(last) = analysis.and_then(|a| a.step_weights.last()) {
-            return *last;
+            return (*last).clamp(0, 100);
         }
         analysis
             .and_then(|a| a.max_weight)
             .filter(|w| *w > 0)
             .unwrap_or(defaults::MAX_WEIGHT)
+            .min(100)
     }
 
     pub fn primary_ready_threshold(&self) -> i32 {

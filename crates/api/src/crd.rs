@@ -34,8 +34,27 @@ pub fn crds_yaml() -> Result<String, serde_saphyr::ser::Error> {
 }
 
 /// The OpenAPI schema of a kind's v1beta1 version, for validation of unknown fields.
-pub fn schema_of(kind: &str) -> Option<serde_json::Value> {
-    let crd = crds().into_iter().find(|c| c.spec.names.kind == kind)?;
+/// The schemas are built once per process (building them takes milliseconds, and
+/// `serin validate` asks for one per document).
+pub fn schema_of(kind: &str) -> Option<&'static serde_json::Value> {
+    static SCHEMAS: std::sync::OnceLock<Vec<(String, serde_json::Value)>> =
+        std::sync::OnceLock::new();
+    SCHEMAS
+        .get_or_init(|| {
+            crds()
+                .into_iter()
+                .filter_map(|c| {
+                    let kind = c.spec.names.kind.clone();
+                    build_schema(c).map(|s| (kind, s))
+                })
+                .collect()
+        })
+        .iter()
+        .find(|(k, _)| k == kind)
+        .map(|(_, s)| s)
+}
+
+fn build_schema(crd: CustomResourceDefinition) -> Option<serde_json::Value> {
     let version = crd
         .spec
         .versions

@@ -61,7 +61,7 @@ pub fn validate_document(doc: &Document) -> Vec<Finding> {
         .map(|n| Finding::warning(n.path, format!("deprecated, {}", n.message)))
         .collect();
     if let Some(schema) = schema_of(doc.kind()) {
-        unknown_fields(&value, &schema, "", &mut findings);
+        unknown_fields(&value, schema, "", &mut findings);
     }
     let typed = match doc.kind() {
         "Canary" => serde_path_to_error::deserialize::<_, Canary>(value)
@@ -155,8 +155,20 @@ fn closest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a st
         .map(|(k, _)| k)
 }
 
+/// Checks a Canary as the operator reads it from the API server: the same checks as
+/// `serin validate` after parsing, so a spec the command rejects is never acted on.
+pub fn validate_canary_object(c: &Canary) -> Vec<Finding> {
+    let mut out = Vec::new();
+    validate_canary(c, &mut out);
+    out
+}
+
+/// The longest name a Service (a DNS-1035 label) or a label value may have.
+pub const MAX_NAME_LENGTH: usize = 63;
+
 fn validate_canary(c: &Canary, out: &mut Vec<Finding>) {
     let spec = &c.spec;
+    check_generated_names(c, out);
     if spec.target_ref.name.is_empty() {
         out.push(Finding::error(
             "spec.targetRef.name",
@@ -263,6 +275,46 @@ fn validate_canary(c: &Canary, out: &mut Vec<Finding>) {
     }
 }
 
+/// The names serin generates (`<service>-primary`, `<service>-canary`, the
+/// `<target>-primary` workload and its `app` label) must fit the 63 characters a
+/// Service name and a label value may have, or the API server refuses them mid-way.
+fn check_generated_names(c: &Canary, out: &mut Vec<Finding>) {
+    let (_, primary, canary) = c.service_names();
+    let service_field = if c
+        .spec
+        .service
+        .name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty())
+    {
+        "spec.service.name"
+    } else {
+        "spec.targetRef.name"
+    };
+    for name in [&primary, &canary] {
+        if name.len() > MAX_NAME_LENGTH {
+            out.push(Finding::error(
+                service_field,
+                format!(
+                    "the generated Service name {name:?} is {} characters, above the {MAX_NAME_LENGTH} a Service name may have",
+                    name.len()
+                ),
+            ));
+            return;
+        }
+    }
+    let workload = format!("{}-primary", c.spec.target_ref.name);
+    if workload.len() > MAX_NAME_LENGTH {
+        out.push(Finding::error(
+            "spec.targetRef.name",
+            format!(
+                "the generated primary {workload:?} is {} characters, above the {MAX_NAME_LENGTH} its selector label may have",
+                workload.len()
+            ),
+        ));
+    }
+}
+
 fn check_duration(value: &str, path: &str, out: &mut Vec<Finding>) -> Option<std::time::Duration> {
     match parse_duration(value) {
         Ok(d) if d.is_zero() => {
@@ -327,6 +379,26 @@ fn validate_analysis(c: &Canary, a: &CanaryAnalysis, base: &str, out: &mut Vec<F
     check_weight(a.step_weight_promotion, &p("stepWeightPromotion"), out);
     check_weight(a.primary_ready_threshold, &p("primaryReadyThreshold"), out);
     check_weight(a.canary_ready_threshold, &p("canaryReadyThreshold"), out);
+    if let Some(max) = a.max_weight
+        && max <= 0
+        && a.step_weights.is_empty()
+        && a.step_weight.unwrap_or(0) > 0
+    {
+        out.push(Finding::error(
+            p("maxWeight"),
+            format!("{max}: the canary would never receive traffic; set 1-100"),
+        ));
+    }
+    if a.step_weight.is_some_and(|s| s == 0)
+        && a.step_weights.is_empty()
+        && a.iterations.unwrap_or(0) <= 0
+        && !c.spec.skip_analysis
+    {
+        out.push(Finding::error(
+            p("stepWeight"),
+            "0: the canary weight would never advance; set 1-100",
+        ));
+    }
     if let (Some(step), Some(max)) = (a.step_weight, a.max_weight)
         && step > max
         && (0..=100).contains(&max)
@@ -694,6 +766,47 @@ spec:
                 "  service:",
                 "  provider: linkerd-ish\n  service:",
                 "spec.provider",
+            ),
+            (
+                "maxWeight: 50\n    stepWeight: 10",
+                "maxWeight: 1000\n    stepWeight: 300",
+                "spec.analysis.maxWeight",
+            ),
+            (
+                "maxWeight: 50\n    stepWeight: 10",
+                "maxWeight: 1000\n    stepWeight: 300",
+                "spec.analysis.stepWeight",
+            ),
+            (
+                "stepWeight: 10",
+                "stepWeight: 0",
+                "spec.analysis.stepWeight",
+            ),
+            (
+                "stepWeight: 10",
+                "stepWeight: -10",
+                "spec.analysis.stepWeight",
+            ),
+            ("maxWeight: 50", "maxWeight: 0", "spec.analysis.maxWeight"),
+            (
+                "stepWeight: 10",
+                "stepWeights: [10, 200]",
+                "spec.analysis.stepWeights[1]",
+            ),
+            (
+                "interval: 1m\n    threshold",
+                "interval: abc\n    threshold",
+                "spec.analysis.interval",
+            ),
+            (
+                "name: podinfo}",
+                "name: a-deployment-name-that-is-long-enough-to-overflow-a-label-x}",
+                "spec.targetRef.name",
+            ),
+            (
+                "{port: 9898}",
+                "{port: 9898, name: a-service-name-that-is-long-enough-to-overflow-a-label-xyz}",
+                "spec.service.name",
             ),
         ];
         for (from, to, path) in cases {

@@ -158,6 +158,47 @@ pub fn client_with_env(
     b.build().map_err(ClientError::Build)
 }
 
+/// The most serin reads of a webhook's answer (only its start is shown in a message).
+pub const MAX_WEBHOOK_BODY: usize = 64 * 1024;
+/// The most serin reads of a metric provider's answer (an instant query's result).
+pub const MAX_METRICS_BODY: usize = 4 * 1024 * 1024;
+/// The most serin reads of an alert receiver's answer.
+pub const MAX_ALERT_BODY: usize = 64 * 1024;
+
+/// The start of a response body, read up to a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitedBody {
+    pub bytes: Vec<u8>,
+    /// The body went on past the limit; the rest was not read.
+    pub truncated: bool,
+}
+
+/// Reads at most `limit` bytes of `response`'s body and stops there: the connection is
+/// dropped rather than drained, so a hostile or broken server answering with gigabytes
+/// costs `limit` bytes of memory. Slow bodies are bounded in time by the client's
+/// timeout ([`ClientOptions::timeout`]), which covers reading the body.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<LimitedBody, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(LimitedBody {
+                bytes,
+                truncated: true,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(LimitedBody {
+        bytes,
+        truncated: false,
+    })
+}
+
 /// Verifier used only when a user sets `insecureSkipVerify: true`.
 #[derive(Debug)]
 struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);

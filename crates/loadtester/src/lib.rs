@@ -8,6 +8,7 @@ pub mod hey;
 pub mod metrics;
 pub mod payload;
 pub mod server;
+pub mod targets;
 pub mod words;
 
 pub use hey::{HeyArgs, HeyError, Report};

@@ -29,12 +29,15 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 pub struct Config {
     /// Allow `type: bash` and commands other than hey.
     pub enable_bash: bool,
-    /// When not empty, a non-hey command must start with one of these.
+    /// When not empty, a non-hey command must start with one of these, and `type: bash`
+    /// is refused (a prefix cannot constrain a shell line).
     pub allow_cmd: Vec<String>,
     /// When set, every request needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
     /// How long a command may run unless `metadata.timeout` says otherwise.
     pub command_timeout: Duration,
+    /// Where hey may send load (`--allow-target`); see [`crate::targets`].
+    pub allow_target: Vec<crate::targets::AllowedTarget>,
 }
 
 impl Default for Config {
@@ -44,6 +47,10 @@ impl Default for Config {
             allow_cmd: Vec::new(),
             token: None,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            allow_target: crate::targets::DEFAULT_ALLOWED_TARGETS
+                .iter()
+                .filter_map(|t| crate::targets::AllowedTarget::parse(t).ok())
+                .collect(),
         }
     }
 }
@@ -167,6 +174,19 @@ impl LoadTester {
         opts: RunOptions,
     ) -> Reply {
         let canary = payload.canary();
+        if let Some(d) = args.duration
+            && d > opts.timeout
+        {
+            // Refused rather than silently cut: the canary would be analysed under a
+            // load that stops long before the duration the user asked for.
+            return reply(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "hey -z {d:?} is longer than the command timeout {:?} (metadata.timeout, or the load tester's --timeout): it would be cut short; shorten -z or raise the timeout",
+                    opts.timeout
+                ),
+            );
+        }
         let key = format!("{canary} {cmd}");
         {
             let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -253,6 +273,16 @@ impl LoadTester {
                 )
             };
             return Err(reply(StatusCode::FORBIDDEN, text));
+        }
+        if !config.allow_cmd.is_empty() && is_bash {
+            // A prefix cannot constrain a shell line (`echo x; id`): with an allow-list
+            // only commands run without a shell, where the prefix is the program.
+            return Err(reply(
+                StatusCode::FORBIDDEN,
+                "type: bash is refused while --allow-cmd is set: a prefix cannot constrain \
+                 a shell line; send the command as type: cmd (run without a shell) or start \
+                 the load tester without --allow-cmd",
+            ));
         }
         if !config.allow_cmd.is_empty()
             && !config.allow_cmd.iter().any(|p| cmd.starts_with(p.as_str()))
@@ -390,7 +420,16 @@ async fn handle_task(State(lt): State<LoadTester>, body: Bytes) -> Reply {
     };
     if hey::is_hey_command(&words) {
         return match HeyArgs::parse_words(&words) {
-            Ok(args) => lt.start_load_test(&payload, cmd, args, opts),
+            Ok(args) => {
+                let host = args.url.host_str().unwrap_or_default().to_string();
+                if let Some(why) =
+                    crate::targets::refusal(&host, &lt.inner.config.allow_target).await
+                {
+                    warn!(canary = %payload.canary(), cmd = %cmd, "load test refused: {why}");
+                    return reply(StatusCode::FORBIDDEN, why);
+                }
+                lt.start_load_test(&payload, cmd, args, opts)
+            }
             Err(e) => bad_request(format!("invalid hey command: {e}")),
         };
     }

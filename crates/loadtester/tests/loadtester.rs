@@ -95,7 +95,11 @@ async fn start_target(hold_until: u64) -> (String, Arc<Target>) {
     (format!("http://{addr}/path"), target)
 }
 
-async fn start_loadtester(config: Config) -> (String, LoadTester) {
+async fn start_loadtester(mut config: Config) -> (String, LoadTester) {
+    // The targets of these tests are on loopback.
+    config
+        .allow_target
+        .push(serin_loadtester::targets::AllowedTarget::parse("127.0.0.1").unwrap());
     let lt = LoadTester::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -296,7 +300,7 @@ async fn metadata_timeout_stops_a_background_load_test() {
     let (lt_url, lt) = start_loadtester(Config::default()).await;
     let body = payload(
         "podinfo",
-        json!({"cmd": format!("hey -z 10m -q 5 -c 1 {url}"), "timeout": "300ms"}),
+        json!({"cmd": format!("hey -n 100000 -q 5 -c 1 {url}"), "timeout": "300ms"}),
     );
     let (status, _) = post(&lt_url, &body).await;
     assert_eq!(status, StatusCode::OK);
@@ -388,13 +392,33 @@ async fn allow_list_prefixes_are_enforced() {
     let ok = |m| payload("podinfo", m);
     let (status, _) = post(&lt_url, &ok(json!({"cmd": "echo allowed"}))).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = post(&lt_url, &ok(json!({"type": "bash", "cmd": "true"}))).await;
+    let (status, _) = post(&lt_url, &ok(json!({"cmd": "true"}))).await;
     assert_eq!(status, StatusCode::OK);
     let (status, text) = post(&lt_url, &ok(json!({"cmd": "ls /"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(text.contains("--allow-cmd"), "{text}");
     let (status, _) = post(&lt_url, &ok(json!({"type": "bash", "cmd": "id; echo x"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // A shell line that starts with an allowed prefix is refused too: the prefix would
+    // not stop what comes after the `;`.
+    let (status, text) = post(
+        &lt_url,
+        &ok(json!({"type": "bash", "cmd": "echo x; id -un", "returnCmdOutput": "true"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(
+        text.contains("type: bash is refused while --allow-cmd"),
+        "{text}"
+    );
+    // Without a shell the same line is refused as shell syntax, never run by a shell.
+    let (status, text) = post(
+        &lt_url,
+        &ok(json!({"cmd": "echo x; id -un", "returnCmdOutput": "true"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("shell syntax"), "{text}");
 }
 
 #[tokio::test]
@@ -639,4 +663,149 @@ async fn healthz_answers_without_a_token_configured() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), "OK");
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_command_printing_hundreds_of_megabytes_is_cut_while_it_streams() {
+    let (lt_url, _lt) = start_loadtester(Config {
+        enable_bash: true,
+        ..Config::default()
+    })
+    .await;
+    let before = peak_rss_kib();
+    let (status, text) = post(
+        &lt_url,
+        &payload(
+            "podinfo",
+            json!({"cmd": "head -c 400000000 /dev/zero", "returnCmdOutput": "true"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.ends_with("(output truncated)"), "{:.80}", text);
+    assert!(text.len() < 70 * 1024, "{}", text.len());
+    let grown_mib = peak_rss_kib().saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 100,
+        "400 MB of output raised the peak memory by {grown_mib} MiB"
+    );
+}
+
+#[tokio::test]
+async fn a_timed_out_command_is_killed_with_its_children() {
+    let (lt_url, _lt) = start_loadtester(Config {
+        enable_bash: true,
+        ..Config::default()
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("serin-lt-group-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("child.pid");
+    let cmd = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let (status, text) = post(
+        &lt_url,
+        &payload(
+            "podinfo",
+            json!({"type": "bash", "cmd": cmd, "timeout": "500ms"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(text.contains("timed out"), "{text}");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Gone, or a zombie waiting for init to reap it: not running.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .map(|r| r.trim().starts_with(['S', 'R']))
+            })
+            .unwrap_or(false)
+    };
+    let mut still = running();
+    for _ in 0..50 {
+        if !still {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        still = running();
+    }
+    if still {
+        // Do not leave it behind (it is ours: its pid came from the command above).
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!still, "the command's child {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn a_duration_beyond_the_timeout_is_refused_not_cut() {
+    let (url, _target) = start_target(0).await;
+    let (lt_url, lt) = start_loadtester(Config::default()).await;
+    let (status, text) = post(
+        &lt_url,
+        &payload(
+            "podinfo",
+            json!({"cmd": format!("hey -z 100h -q 1 -c 1 {url}")}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        text.contains("-z 360000s is longer than the command timeout 3600s"),
+        "{text}"
+    );
+    let m = lt.metrics_text();
+    assert!(
+        !m.contains(r#"serin_loadtester_commands_total{kind="hey"} 1"#),
+        "not started: {m}"
+    );
+}
+
+#[tokio::test]
+async fn targets_outside_the_allow_list_are_a_403_saying_why() {
+    let lt = LoadTester::new(Config::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = lt.clone();
+    tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
+    let lt_url = format!("http://{addr}");
+    for target in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:9/",
+    ] {
+        let (status, text) = post(
+            &lt_url,
+            &payload(
+                "podinfo",
+                json!({"cmd": format!("hey -z 1s -q 1 -c 1 {target}")}),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{target}: {text}");
+        assert!(text.contains("is not allowed"), "{text}");
+        assert!(text.contains("--allow-target"), "{text}");
+    }
+    let m = lt.metrics_text();
+    assert!(
+        !m.contains(r#"serin_loadtester_commands_total{kind="hey"} 1"#),
+        "nothing started: {m}"
+    );
 }

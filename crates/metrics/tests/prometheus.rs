@@ -654,3 +654,38 @@ async fn insecure_skip_verify_accepts_a_self_signed_certificate() {
     let text = err.to_string().to_lowercase();
     assert!(text.contains("certificate"), "{text}");
 }
+
+/// A server on loopback that answers every query with a vector that never ends (no real
+/// Prometheus answers so; a broken proxy or a hostile endpoint can).
+#[tokio::test]
+async fn an_endless_answer_is_cut_at_4_mib() {
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::get(|| async {
+            let start = futures::stream::once(async {
+                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(
+                    br#"{"status":"success","data":{"resultType":"vector","result":["#,
+                ))
+            });
+            let series = axum::body::Bytes::from(
+                r#"{"metric":{},"value":[0,"1"]},"#.repeat(2048).into_bytes(),
+            );
+            let rest = futures::stream::repeat_with(move || Ok(series.clone()));
+            axum::body::Body::from_stream(futures::StreamExt::chain(start, rest))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let provider = PrometheusProvider::new(PrometheusOptions {
+        timeout: std::time::Duration::from_secs(5),
+        ..PrometheusOptions::new(format!("http://{addr}"))
+    })
+    .expect("provider");
+    let err = provider.query("vector(1)").await.unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Decode { .. })
+            && err.to_string().contains("larger than 4 MiB"),
+        "{err}"
+    );
+}

@@ -64,7 +64,11 @@ pub async fn post_json<T: Serialize + ?Sized>(
     };
     let response = request.send().await.map_err(send_error)?;
     let status = response.status().as_u16();
-    let bytes = response.bytes().await.map_err(send_error)?;
+    // At most 64 KiB of the answer is read, whatever its size.
+    let bytes = serin_http_client::read_limited(response, serin_http_client::MAX_ALERT_BODY)
+        .await
+        .map_err(send_error)?
+        .bytes;
     let body = truncate(&String::from_utf8_lossy(&bytes));
     if (200..300).contains(&status) {
         Ok(Delivery { status, body })

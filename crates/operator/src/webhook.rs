@@ -6,13 +6,15 @@
 //! answers are final. Every attempt is bounded by the webhook's `timeout` (10s by
 //! default). `disableTLS: true` skips the verification of the server's
 //! certificate.
+//! Of a failing answer at most 64 KiB is read (the message shows its first 256
+//! bytes); a passing answer's body is not read.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serin_api::Canary;
 use serin_api::canary::{CanaryPhase, CanaryWebhook, WebhookPayload};
-use serin_http_client::{ClientOptions, client};
+use serin_http_client::{ClientOptions, MAX_WEBHOOK_BODY, client, read_limited};
 
 /// Calls webhooks. Clients are built per call from the webhook's own settings; the
 /// client builder is cheap next to a network round trip.
@@ -112,10 +114,16 @@ impl WebhookCaller {
                     .await
                     .map_err(|e| (describe(&e, timeout), true))?;
                 let status = response.status().as_u16();
-                let text = response.text().await.unwrap_or_default();
                 if (200..=202).contains(&status) {
+                    // The answer of a passing webhook is not used: not read at all.
                     return Ok(());
                 }
+                // Of a failing answer at most MAX_WEBHOOK_BODY is read.
+                let body = read_limited(response, MAX_WEBHOOK_BODY)
+                    .await
+                    .map(|b| b.bytes)
+                    .unwrap_or_default();
+                let text = String::from_utf8_lossy(&body).to_string();
                 let text = truncate(text.trim(), 256);
                 let message = if text.is_empty() {
                     status.to_string()

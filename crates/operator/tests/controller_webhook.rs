@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::post;
 use serin_api::Canary;
 use serin_api::canary::{CanaryPhase, CanaryStatus, CanaryWebhook};
@@ -43,10 +44,22 @@ async fn slow() -> &'static str {
     "late"
 }
 
+/// An answer that never ends: 64 KiB chunks, forever, as fast as the client reads.
+fn endless(status: StatusCode) -> axum::response::Response {
+    let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+    let body = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+    (status, axum::body::Body::from_stream(body)).into_response()
+}
+
 async fn serve(server: Server) -> String {
     let app = axum::Router::new()
         .route("/", post(hook))
         .route("/slow", post(slow))
+        .route("/endless", post(|| async { endless(StatusCode::OK) }))
+        .route(
+            "/endless-fail",
+            post(|| async { endless(StatusCode::INTERNAL_SERVER_ERROR) }),
+        )
         .with_state(server);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -190,4 +203,26 @@ async fn a_slow_webhook_times_out_and_bad_urls_are_errors() {
         .await
         .expect_err("bad scheme");
     assert!(err.contains("http or https"), "{err}");
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_not_read_to_its_end() {
+    let base = serve(Server::default()).await;
+    let caller = WebhookCaller::default();
+    let mut hook = webhook(format!("{base}/endless"));
+    hook.timeout = Some("3s".into());
+    caller
+        .call(&canary(), &hook, CanaryPhase::Progressing, &BTreeMap::new())
+        .await
+        .expect("a 2xx passes without its body being read");
+    hook.url = format!("{base}/endless-fail");
+    let err = caller
+        .call(&canary(), &hook, CanaryPhase::Progressing, &BTreeMap::new())
+        .await
+        .expect_err("500 fails");
+    assert!(
+        err.starts_with("500 xxxx"),
+        "the status and the start of the body: {err:.40}"
+    );
+    assert!(err.len() < 300, "only the start of the body is kept");
 }

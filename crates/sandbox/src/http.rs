@@ -30,6 +30,11 @@ pub type SandboxBody = UnsyncBoxBody<Bytes, Infallible>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The largest request body a kube-apiserver reads (`MaxRequestBodyBytes`, 3 MiB, in
+/// k8s.io/apiserver's server config); a larger one is refused with 413
+/// RequestEntityTooLarge "limit is 3145728", as its handlers do.
+pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
+
 impl<B> tower::Service<Request<B>> for Sandbox
 where
     B: hyper::body::Body + Send + 'static,
@@ -48,10 +53,19 @@ where
         let sandbox = self.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let body = match body.collect().await {
+            let body = match http_body_util::Limited::new(body, MAX_REQUEST_BODY_BYTES)
+                .collect()
+                .await
+            {
                 Ok(b) => b.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Ok(error_response(&ApiError::new(
+                        413,
+                        "RequestEntityTooLarge",
+                        format!("limit is {MAX_REQUEST_BODY_BYTES}"),
+                    )));
+                }
                 Err(e) => {
-                    let e: BoxError = e.into();
                     return Ok(error_response(&ApiError::bad_request(format!(
                         "cannot read the request body: {e}"
                     ))));

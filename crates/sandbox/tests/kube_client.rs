@@ -1062,3 +1062,26 @@ async fn secret_string_data_is_stored_as_data() {
     assert_eq!(text(&patched, "password").as_deref(), Some("rotated"));
     assert_eq!(patched.string_data, None);
 }
+
+#[tokio::test]
+async fn a_body_over_the_api_servers_limit_is_refused_with_413() {
+    let sandbox = sandbox();
+    let api: Api<ConfigMap> = Api::namespaced(sandbox.client(), "default");
+    let two_mib = "x".repeat(2 * 1024 * 1024);
+    api.create(&PostParams::default(), &cm("fits", &two_mib))
+        .await
+        .expect("2 MiB is under the 3 MiB limit");
+    let four_mib = "x".repeat(4 * 1024 * 1024);
+    let err = api
+        .create(&PostParams::default(), &cm("huge", &four_mib))
+        .await
+        .expect_err("refused");
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (413, "RequestEntityTooLarge"));
+            assert_eq!(s.message, "limit is 3145728");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(api.get_opt("huge").await.expect("read").is_none());
+}

@@ -8,6 +8,7 @@
 //! so a new process continues where a stopped one left off.
 
 mod manual;
+mod guard;
 mod run;
 mod status;
 
@@ -32,6 +33,7 @@ use crate::labels::LabelOptions;
 use crate::observer::Checks;
 use crate::telemetry::Telemetry;
 
+pub use guard::{INVALID_SPEC, READY, TARGET_IN_USE};
 pub use run::{Next, run_once};
 pub use status::write_status;
 
@@ -85,6 +87,8 @@ pub struct Context {
     running: Mutex<HashSet<String>>,
     /// Canaries told they are queued (so the event is recorded once).
     queued: Mutex<HashSet<String>>,
+    /// Every Canary's target, to refuse a second Canary on the same one.
+    claims: Mutex<HashMap<String, guard::Claim>>,
 }
 
 impl Context {
@@ -104,6 +108,7 @@ impl Context {
             telemetry: None,
             running: Mutex::new(HashSet::new()),
             queued: Mutex::new(HashSet::new()),
+            claims: Mutex::new(HashMap::new()),
         }
     }
 
@@ -123,6 +128,10 @@ impl Context {
 
     fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, guard::Claim>> {
+        self.claims.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Number of analyses under way.
@@ -344,6 +353,7 @@ fn handle_canary(
         watcher::Event::Init => *starting = 0,
         watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
             let key = key_of(&c);
+            ctx.claims().insert(key.clone(), guard::Claim::of(&c));
             if c.status.as_ref().is_some_and(|s| s.phase.is_running()) {
                 ctx.running().insert(key.clone());
             }
@@ -403,6 +413,7 @@ fn handle_canary(
             }
             ctx.running().remove(&key);
             ctx.queued().remove(&key);
+            ctx.claims().remove(&key);
             if let Some(t) = &ctx.telemetry {
                 t.forget(&c);
             }

@@ -10,6 +10,7 @@ use serin_api::canary::{CanaryPhase, CanaryStatus, CanaryWebhook, HookType};
 use serin_engine::{Action, Decision, EventType, Observe, Readiness};
 use serin_notify::AlertEvent;
 
+use super::guard;
 use super::{Context, FINALIZER, RETRY_AFTER, event_metadata, key_of, with_default_provider};
 use crate::observer::ClusterObserver;
 use crate::router::Router;
@@ -29,7 +30,10 @@ pub async fn run_once(ctx: &Context, namespace: &str, name: &str) -> (Next, Opti
     let api: Api<Canary> = ctx.api(namespace);
     let canary = match api.get_opt(name).await {
         Ok(Some(c)) => c,
-        Ok(None) => return (Next::Stop, None),
+        Ok(None) => {
+            ctx.claims().remove(&format!("{namespace}/{name}"));
+            return (Next::Stop, None);
+        }
         Err(e) => {
             tracing::warn!(msg = format!("cannot read canary: {e}"), canary = %format!("{name}.{namespace}"));
             return (Next::After(RETRY_AFTER), None);
@@ -142,6 +146,12 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             return Some(RETRY_AFTER);
         }
     }
+    if let Some(refusal) = guard::refusal(ctx, &canary) {
+        guard::refuse(ctx, api, &canary, refusal).await;
+        return None;
+    }
+    let mut canary = canary;
+    let cleared = guard::clear(&mut canary);
     let mut observer = ClusterObserver::new(
         &canary,
         workload.as_ref(),
@@ -150,6 +160,11 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
     );
     if !canary.spec.suspend {
         if let Err(e) = workload.initialize_primary(&canary).await {
+            if target_missing(&canary, &e)
+                && guard::target_deleted(ctx, api, &canary, router.as_ref()).await
+            {
+                return None;
+            }
             warn(ctx, &canary, &e.to_string()).await;
             return Some(RETRY_AFTER);
         }
@@ -171,11 +186,14 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             return Some(RETRY_AFTER);
         }
     }
-    let decision = serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await;
+    let mut decision = serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await;
     let seen = std::mem::take(&mut observer.seen);
     drop(observer);
     if queued(ctx, &canary, &decision).await {
         return None;
+    }
+    if cleared && decision.status.is_none() {
+        decision.status = Some(canary.status_or_default());
     }
     let mut slot = Slot {
         ctx,
@@ -538,6 +556,12 @@ async fn remove_finalizer(api: &Api<Canary>, canary: &Canary) -> kube::Result<Ca
         &Patch::Merge(&patch),
     )
     .await
+}
+
+/// The error says the canary's target itself does not exist.
+fn target_missing(canary: &Canary, e: &crate::error::Error) -> bool {
+    matches!(e, crate::error::Error::NotFound { kind, name, .. }
+        if kind == crate::workload::target_kind(canary) && *name == canary.spec.target_ref.name)
 }
 
 /// A warning event (and log line) about a run that could not finish; event

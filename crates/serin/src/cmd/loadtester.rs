@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     enable_bash: bool,
     /// With --enable-bash, run only commands that start with one of these prefixes
-    /// (repeatable)
+    /// (repeatable); they then run without a shell and `type: bash` is refused
     #[arg(long = "allow-cmd", value_name = "PREFIX")]
     allow_cmd: Vec<String>,
     /// Require `Authorization: Bearer TOKEN` on every endpoint
@@ -30,6 +30,11 @@ pub struct Args {
     /// (Go duration: 30s, 10m, 1h)
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     timeout: Duration,
+    /// Where hey may send load: a host name, a domain (leading dot) or an address range
+    /// (repeatable; replaces the default .svc, .svc.cluster.local, 10.0.0.0/8,
+    /// 172.16.0.0/12, 192.168.0.0/16, fd00::/8). Others are refused with a 403
+    #[arg(long = "allow-target", value_name = "HOST|.DOMAIN|CIDR", value_parser = serin_loadtester::targets::AllowedTarget::parse)]
+    allow_target: Vec<serin_loadtester::targets::AllowedTarget>,
     /// Log level when RUST_LOG is not set
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -101,6 +106,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         allow_cmd: args.allow_cmd,
         token: args.token,
         command_timeout: args.timeout,
+        allow_target: if args.allow_target.is_empty() {
+            Config::default().allow_target
+        } else {
+            args.allow_target
+        },
     };
     tracing::info!(
         address = %addr,
