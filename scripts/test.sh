@@ -14,11 +14,19 @@ stamp() { echo "== $(date -u +%H:%M:%S) $*"; }
 start=$SECONDS
 
 # Debian packages the tests use for real parts: Prometheus (metric queries), openssl
-# (the insecureSkipVerify test's certificate).
+# (the insecureSkipVerify test's certificate), InfluxDB 1.x and Graphite (carbon and
+# graphite-web) for their metric providers, Chromium and its driver (the dashboard in a
+# real headless browser).
 missing=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/bin/influxd ] || missing+=(influxdb)
+[ -x /usr/bin/carbon-cache ] || missing+=(graphite-carbon)
+[ -x /usr/bin/django-admin ] && [ -d /usr/lib/python3/dist-packages/graphite ] || missing+=(graphite-web)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   stamp "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
@@ -26,8 +34,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The package starts its own daemon on :9090; tests start their own instances. Stop
   # the packaged service by its name only (never a process by name: a user's own
   # Prometheus is not ours to kill).
-  as_root sh -c 'service prometheus stop >/dev/null 2>&1; update-rc.d prometheus disable >/dev/null 2>&1; true'
+  as_root sh -c 'for s in prometheus influxdb carbon-cache; do service $s stop >/dev/null 2>&1; update-rc.d $s disable >/dev/null 2>&1; done; true'
 fi
+# moto's server mode (PyPI) stands in for CloudWatch's API, signatures checked.
+command -v moto_server >/dev/null 2>&1 || {
+  echo "installing moto[server] from PyPI"
+  python3 -m pip install -q 'moto[server]'
+}
 command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (it ships on these machines)"; exit 1; }
 
 stamp "fast tier: fmt, clippy, cargo test --workspace"

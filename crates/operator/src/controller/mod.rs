@@ -7,8 +7,8 @@
 //! concurrency, then records events and sends alerts. All progress lives in the status,
 //! so a new process continues where a stopped one left off.
 
-mod manual;
 mod guard;
+mod manual;
 mod run;
 mod status;
 
