@@ -685,7 +685,7 @@ async fn an_endless_answer_is_cut_at_4_mib() {
     let err = provider.query("vector(1)").await.unwrap_err();
     assert!(
         matches!(err, ProviderError::Decode { .. })
-            && err.to_string().contains("larger than 4 MiB"),
+            && err.to_string().contains("larger than 4194304 bytes"),
         "{err}"
     );
 }

@@ -651,8 +651,9 @@ spec:
             "{name}: {p:?} in {calls:?}"
         );
     }
-    // One traffic increase approved per step (10, 20).
-    assert_eq!(of("more").len(), 2, "{calls:?}");
+    // One traffic increase approved per step (10, 20), and one for the promotion at
+    // max weight, as in Flagger.
+    assert_eq!(of("more").len(), 3, "{calls:?}");
     let order: Vec<&str> = calls.iter().map(|(n, _)| n.as_str()).collect();
     let first = |n: &str| order.iter().position(|o| *o == n).unwrap();
     assert!(first("gate") < first("pre"), "{order:?}");

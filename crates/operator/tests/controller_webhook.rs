@@ -220,9 +220,7 @@ async fn an_endless_answer_is_not_read_to_its_end() {
         .call(&canary(), &hook, CanaryPhase::Progressing, &BTreeMap::new())
         .await
         .expect_err("500 fails");
-    assert!(
-        err.starts_with("500 xxxx"),
-        "the status and the start of the body: {err:.40}"
-    );
+    // As in Flagger, the error is the body: its start only.
+    assert!(err.starts_with("xxxx"), "the start of the body: {err:.40}");
     assert!(err.len() < 300, "only the start of the body is kept");
 }
