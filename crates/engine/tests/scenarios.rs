@@ -866,7 +866,11 @@ async fn confirm_traffic_increase_gates_each_step() {
     h.world.webhooks.insert("more".into(), true);
     assert_eq!(h.rollout().await, CanaryPhase::Succeeded, "{:#?}", h.events);
     let passed = "Confirm-traffic-increase check more passed";
-    assert!(h.events.iter().filter(|e| *e == passed).count() >= 4, "{:#?}", h.events);
+    assert!(
+        h.events.iter().filter(|e| *e == passed).count() >= 4,
+        "{:#?}",
+        h.events
+    );
 }
 
 #[tokio::test]

@@ -498,10 +498,19 @@ spec:
     .expect_ok("set image");
     // While the analysis runs, the VirtualService sends matching users to the canary
     // and everyone else to the primary.
+    let to = |route: &Value, host: &str| {
+        route["route"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["destination"]["host"] == host)
+            .map(|d| d["weight"].as_i64().unwrap_or(100))
+            .sum::<i64>()
+    };
     let vs = wait_for("the A/B routes", MINUTE, || {
         let vs = must_get(n, "virtualservice/frontend");
         let http = vs["spec"]["http"].as_array()?.clone();
-        (http.len() == 2).then_some(vs)
+        (http.len() == 2 && to(&http[0], "frontend-canary") == 100).then_some(vs)
     });
     // One route for the matching users (either condition), all of it to the canary,
     // then everyone else on the primary.
@@ -519,15 +528,6 @@ spec:
             .any(|m| m["headers"]["cookie"]["regex"] == "^(.*?;)?(type=insider)(;.*)?$"),
         "{vs}"
     );
-    let to = |route: &Value, host: &str| {
-        route["route"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|d| d["destination"]["host"] == host)
-            .map(|d| d["weight"].as_i64().unwrap_or(100))
-            .sum::<i64>()
-    };
     assert_eq!(to(&http[0], "frontend-canary"), 100, "{vs}");
     assert!(http[1]["match"].is_null(), "{vs}");
     assert_eq!(to(&http[1], "frontend-primary"), 100, "{vs}");
@@ -548,10 +548,12 @@ spec:
         image(n, "frontend-primary"),
         "ghcr.io/stefanprodan/podinfo:6.0.1"
     );
-    // After promotion, one route: everyone on the primary.
+    // After promotion everyone is on the primary, the matching users too.
     let vs = must_get(n, "virtualservice/frontend");
-    let http = vs["spec"]["http"].as_array().unwrap();
-    assert_eq!(http.len(), 1, "{vs}");
+    for route in vs["spec"]["http"].as_array().unwrap() {
+        assert_eq!(to(route, "frontend-primary"), 100, "{vs}");
+        assert_eq!(to(route, "frontend-canary"), 0, "{vs}");
+    }
     drop(templates);
 }
 
@@ -673,7 +675,6 @@ spec:
             format!("New revision detected! Scaling up {id}"),
             format!("Advance {id} canary iteration 1/2"),
             format!("Advance {id} canary iteration 2/2"),
-            "Routing all traffic to canary".to_string(),
             format!("Promotion completed! Scaling down {id}"),
         ],
     );
