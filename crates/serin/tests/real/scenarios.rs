@@ -117,6 +117,19 @@ fn assert_in_order(lines: &[String], wanted: &[String]) {
     }
 }
 
+/// `kubectl set image`, as the seed guide releases a new version.
+fn set_image(ns: &str, deployment: &str, tag: &str) {
+    kubectl(&[
+        "-n",
+        ns,
+        "set",
+        "image",
+        &format!("deployment/{deployment}"),
+        &format!("podinfod=ghcr.io/stefanprodan/podinfo:{tag}"),
+    ])
+    .expect_ok("set image");
+}
+
 fn image(ns: &str, deployment: &str) -> String {
     must_get(ns, &format!("deployment/{deployment}"))["spec"]["template"]["spec"]["containers"]
         [0]["image"]
@@ -322,15 +335,7 @@ fn seed_canary_initializes_promotes_and_rolls_back_on_live_metrics() {
     .expect_ok("kubectl wait --for=condition=promoted");
 
     // A new version is promoted step by step on passing live metrics.
-    kubectl(&[
-        "-n",
-        n,
-        "set",
-        "image",
-        "deployment/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ])
-    .expect_ok("set image");
+    set_image(n, "podinfo", "6.0.1");
     wait_phase(n, "podinfo", "Succeeded", 2 * MINUTE, &op);
     let id = format!("podinfo.{n}");
     assert_in_order(
@@ -365,15 +370,7 @@ fn seed_canary_initializes_promotes_and_rolls_back_on_live_metrics() {
 
     // A faulty version: the live success rate is 50%, two failed checks roll it back.
     telemetry().set(n, "podinfo", Rates::failing());
-    kubectl(&[
-        "-n",
-        n,
-        "set",
-        "image",
-        "deployment/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.2",
-    ])
-    .expect_ok("set image");
+    set_image(n, "podinfo", "6.0.2");
     wait_phase(n, "podinfo", "Failed", 2 * MINUTE, &op);
     let messages = events.messages();
     assert!(
@@ -487,15 +484,7 @@ spec:
     );
     let op = Operator::start(n, &[]);
     wait_phase(n, "frontend", "Initialized", MINUTE, &op);
-    kubectl(&[
-        "-n",
-        n,
-        "set",
-        "image",
-        "deployment/frontend",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ])
-    .expect_ok("set image");
+    set_image(n, "frontend", "6.0.1");
     // While the analysis runs, the VirtualService sends matching users to the canary
     // and everyone else to the primary.
     let to = |route: &Value, host: &str| {
@@ -658,15 +647,7 @@ spec:
                 .then_some(())
         },
     );
-    kubectl(&[
-        "-n",
-        n,
-        "set",
-        "image",
-        "deployment/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ])
-    .expect_ok("set image");
+    set_image(n, "podinfo", "6.0.1");
     wait_phase(n, "podinfo", "Succeeded", 2 * MINUTE, &op);
     let id = format!("podinfo.{n}");
     assert_in_order(
@@ -942,15 +923,7 @@ fn canary_weight(ns: &str) -> i64 {
 }
 
 fn new_version(ns: &str) {
-    kubectl(&[
-        "-n",
-        ns,
-        "set",
-        "image",
-        "deployment/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ])
-    .expect_ok("set image");
+    set_image(ns, "podinfo", "6.0.1");
 }
 
 /// Whatever stopped, the rollout ends as it would have: promoted, the new version on
