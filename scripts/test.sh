@@ -70,6 +70,9 @@ fi
 istio_dir="$(cd tests/cluster && go mod download -json istio.io/api | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
 export SERIN_ISTIO_CRDS="$istio_dir/kubernetes/customresourcedefinitions.gen.yaml"
 [ -f "$SERIN_ISTIO_CRDS" ] || { echo "Istio CRDs not found in the istio.io/api module ($SERIN_ISTIO_CRDS)"; exit 1; }
+gateway_dir="$(cd tests/cluster && go mod download -json sigs.k8s.io/gateway-api | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+export SERIN_GATEWAY_API_CRDS="$gateway_dir/config/crd/standard"
+[ -d "$SERIN_GATEWAY_API_CRDS" ] || { echo "Gateway API CRDs not found in the sigs.k8s.io/gateway-api module"; exit 1; }
 export SERIN_HELM="$helm"
 stamp "peers ready after $((SECONDS - start))s: $cluster_bin, $helm"
 

@@ -622,6 +622,7 @@ fn operator_rbac_is_least_privilege_verb_by_verb() {
         &["virtualservices", "destinationrules"],
         MANAGE,
     ));
+    expected.extend(expand("gateway.networking.k8s.io", &["httproutes"], MANAGE));
     // A repeated event is read for its count, then patched.
     expected.extend(expand("", &["events"], &["create", "get", "patch"]));
     expected.extend(expand("events.k8s.io", &["events"], &["create", "patch"]));

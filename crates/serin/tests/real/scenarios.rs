@@ -1091,3 +1091,106 @@ fn api_server_restart_mid_rollout_loses_nothing() {
     assert_eq!(seen.last(), Some(&0), "{seen:?}");
     assert!(op.logs().contains("canary"), "the operator kept running");
 }
+
+/// The Gateway API router on the real API server with the Gateway API's own CRDs (from
+/// the sigs.k8s.io/gateway-api module): every HTTPRoute serin writes through a
+/// promotion must pass the CRD's schema and CEL rules, as the operator's account.
+#[test]
+#[ignore = "real tier: needs scripts/cluster.sh (run by scripts/test.sh)"]
+fn gateway_api_canary_is_promoted_through_httproutes_the_real_crds_accept() {
+    let _shared = shared();
+    let crds = std::env::var("SERIN_GATEWAY_API_CRDS")
+        .expect("SERIN_GATEWAY_API_CRDS (scripts/test.sh sets it)");
+    kubectl(&["apply", "--server-side", "-f", &crds]).expect_ok("Gateway API CRDs apply");
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/httproutes.gateway.networking.k8s.io",
+    ])
+    .expect_ok("HTTPRoute CRD established");
+    let ns = Namespace::new("gateway");
+    let n = ns.name.as_str();
+    let events = EventLog::start(n);
+    apply(n, &app("podinfo"));
+    apply(
+        n,
+        "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+spec:
+  provider: gatewayapi:v1
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 9898
+    hosts:
+      - app.example.com
+    gatewayRefs:
+      - name: public-gateway
+        namespace: istio-ingress
+  analysis:
+    interval: 2s
+    threshold: 2
+    maxWeight: 30
+    stepWeight: 10
+",
+    );
+    let op = Operator::start(n, &[]);
+    wait_phase(n, "podinfo", "Initialized", MINUTE, &op);
+    let weights = |route: &Value| -> Vec<(String, i64)> {
+        route["spec"]["rules"][0]["backendRefs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                (
+                    b["name"].as_str().unwrap_or("").to_string(),
+                    b["weight"].as_i64().unwrap_or(1),
+                )
+            })
+            .collect()
+    };
+    let route = must_get(n, "httproute/podinfo");
+    assert_eq!(
+        weights(&route),
+        vec![
+            ("podinfo-primary".to_string(), 100),
+            ("podinfo-canary".to_string(), 0)
+        ],
+        "{route}"
+    );
+    assert_eq!(
+        route["spec"]["hostnames"],
+        serde_json::json!(["app.example.com"])
+    );
+    set_image(n, "podinfo", "6.0.1");
+    wait_phase(n, "podinfo", "Succeeded", 2 * MINUTE, &op);
+    let id = format!("podinfo.{n}");
+    assert_in_order(
+        &events.messages(),
+        &[
+            format!("Advance {id} canary weight 10"),
+            format!("Advance {id} canary weight 20"),
+            format!("Advance {id} canary weight 30"),
+            format!("Promotion completed! Scaling down {id}"),
+        ],
+    );
+    let route = must_get(n, "httproute/podinfo");
+    assert_eq!(
+        weights(&route),
+        vec![
+            ("podinfo-primary".to_string(), 100),
+            ("podinfo-canary".to_string(), 0)
+        ],
+        "{route}"
+    );
+    assert!(
+        !op.logs().contains("\"level\":\"error\""),
+        "{}",
+        tail(&op.logs(), 20)
+    );
+}
