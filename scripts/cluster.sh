@@ -32,7 +32,7 @@ build() {
   if [ ! -x "$bin" ]; then
     command -v go >/dev/null 2>&1 || { say "go is required to build the control plane"; exit 1; }
     say "building kube-apiserver, kube-controller-manager and etcd (tests/cluster) into $(dirname "$bin")"
-    say "the first build takes about 10 minutes on 2 cores; later ones reuse it"
+    say "the first build compiles kube-apiserver and kube-controller-manager (many minutes on 2 cores); later ones reuse Go's build cache"
     mkdir -p "$(dirname "$bin")"
     local start=$SECONDS
     # The version Kubernetes' own build stamps in (kubectl version, /version).
