@@ -80,30 +80,25 @@ impl Endpoint {
         request: RequestBuilder,
         query: &str,
     ) -> Result<Answer, ProviderError> {
-        let mut response = request
+        let response = request
             .send()
             .await
             .map_err(|e| self.transport_error(query, e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let body = serin_http_client::read_limited(response, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| self.transport_error(query, e))?
-        {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(self.decode(
-                    query,
-                    format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"),
-                ));
-            }
-            body.extend_from_slice(&chunk);
+            .map_err(|e| self.transport_error(query, e))?;
+        if body.truncated {
+            return Err(self.decode(
+                query,
+                format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"),
+            ));
         }
         Ok(Answer {
             status,
             headers,
-            body,
+            body: body.bytes,
         })
     }
 

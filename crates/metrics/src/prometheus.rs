@@ -238,16 +238,11 @@ impl PrometheusProvider {
             }
             None => request,
         };
-        let mut response = request.send().await?;
+        let response = request.send().await?;
         let status = response.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > crate::http::MAX_RESPONSE_BYTES {
-                return Ok((status, None));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, Some(body)))
+        let body =
+            serin_http_client::read_limited(response, crate::http::MAX_RESPONSE_BYTES).await?;
+        Ok((status, (!body.truncated).then_some(body.bytes)))
     }
 
     fn transport_error(&self, query: &str, e: reqwest::Error) -> ProviderError {
