@@ -58,23 +58,11 @@ fi
 # (go.mod, go.sum) into a cache outside the repository, once per version.
 command -v go >/dev/null 2>&1 || { echo "go is required for the real tier (it ships on these machines)"; exit 1; }
 stamp "real tier: building the peers (cached after the first run)"
-cache="${SERIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/serin}"
-cluster_bin="$(scripts/cluster.sh build)"
-helm_version="$(cd tests/cluster && go list -m -f '{{.Version}}' helm.sh/helm/v3)"
-helm="$cache/helm-$helm_version/helm"
-if [ ! -x "$helm" ]; then
-  mkdir -p "$(dirname "$helm")"
-  (cd tests/cluster && go build -trimpath -o "$helm.tmp" helm.sh/helm/v3/cmd/helm)
-  mv "$helm.tmp" "$helm"
-fi
-istio_dir="$(cd tests/cluster && go mod download -json istio.io/api | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
-export SERIN_ISTIO_CRDS="$istio_dir/kubernetes/customresourcedefinitions.gen.yaml"
-[ -f "$SERIN_ISTIO_CRDS" ] || { echo "Istio CRDs not found in the istio.io/api module ($SERIN_ISTIO_CRDS)"; exit 1; }
-gateway_dir="$(cd tests/cluster && go mod download -json sigs.k8s.io/gateway-api | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
-export SERIN_GATEWAY_API_CRDS="$gateway_dir/config/crd/standard"
-[ -d "$SERIN_GATEWAY_API_CRDS" ] || { echo "Gateway API CRDs not found in the sigs.k8s.io/gateway-api module"; exit 1; }
-export SERIN_HELM="$helm"
-stamp "peers ready after $((SECONDS - start))s: $cluster_bin, $helm"
+# shellcheck source=scripts/peers.sh
+. scripts/peers.sh
+peers_cluster
+peers_flagger
+stamp "peers ready after $((SECONDS - start))s: $SERIN_CLUSTER_BIN, $SERIN_HELM, $SERIN_FLAGGER"
 
 # A control plane of this run only (its own state file), stopped on exit.
 export SERIN_CLUSTER_STATE
@@ -86,5 +74,11 @@ export SERIN_REAL_KUBECONFIG="$KUBECONFIG"
 SERIN_REAL_CLUSTER_DIR="$(cat "$SERIN_CLUSTER_STATE")"
 export SERIN_REAL_CLUSTER_DIR
 stamp "control plane up: $(kubectl version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1)"
-cargo test -p serin --test real --locked -- --ignored --test-threads=3
-stamp "real tier done; whole test command took $((SECONDS - start))s"
+cargo test -p serin --test real --locked -- --ignored --test-threads=3 --skip compare::
+scripts/cluster.sh down >/dev/null
+stamp "real tier done after $((SECONDS - start))s"
+
+# Flagger side by side on a control plane of its own, with Flagger's CRDs: the golden
+# compatibility check (the performance half is `scripts/compare-flagger.sh --perf`).
+scripts/compare-flagger.sh --golden
+stamp "Flagger comparison done; whole test command took $((SECONDS - start))s"

@@ -120,6 +120,11 @@ pub trait Observe: Send {
     ) -> Result<(), String>;
     /// Runs one metric check of the analysis.
     async fn check_metric(&mut self, metric: &CanaryMetric) -> MetricOutcome;
+    /// Whether the analysis' metric providers answer, asked (as Flagger does) at each
+    /// run while the canary initializes; `Err` says which one does not.
+    async fn metric_providers(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A change to make in the cluster, in the order given.

@@ -200,6 +200,12 @@ impl Run<'_> {
     /// Waits for the primary, then scales the target to zero: all traffic goes to the
     /// primary from now on.
     async fn initialize(&mut self, observe: &mut dyn Observe) {
+        if !self.canary.skips_analysis() {
+            match observe.metric_providers().await {
+                Ok(()) => self.normal("all the metrics providers are available!"),
+                Err(e) => self.warning(format!("Error checking metric providers: {e}")),
+            }
+        }
         match observe.primary_readiness().await {
             Err(e) => return self.warning(e),
             Ok(Readiness::Waiting(m)) | Ok(Readiness::DeadlineExceeded(m)) => {
@@ -726,8 +732,10 @@ impl Run<'_> {
         self.act(Action::ScaleToZero);
         self.act(Action::RunPostRolloutHooks(CanaryPhase::Succeeded));
         let mut status = self.next_status();
+        // Flagger's Succeeded status: weight and iterations back to 0.
         status.canary_weight = 0;
         status.failed_checks = 0;
+        status.iterations = 0;
         status.last_promoted_spec = status.last_applied_spec.clone();
         retire_session_cookie(&mut status);
         self.set_status(status, CanaryPhase::Succeeded);
@@ -767,6 +775,7 @@ impl Run<'_> {
         let mut status = self.next_status();
         status.canary_weight = 0;
         status.failed_checks = 0;
+        status.iterations = 0;
         status.last_promoted_spec = status.last_applied_spec.clone();
         self.set_status(status, CanaryPhase::Succeeded);
         self.normal(format!(
@@ -798,8 +807,11 @@ impl Run<'_> {
         self.act(Action::ScaleToZero);
         self.act(Action::RunPostRolloutHooks(CanaryPhase::Failed));
         self.warning(format!("Canary failed! Scaling down {}", self.id()));
+        // Flagger's Failed status: weight, failed checks and iterations back to 0 (the
+        // events and the Promoted condition keep why).
         let mut status = self.next_status();
         status.canary_weight = 0;
+        status.failed_checks = 0;
         status.iterations = 0;
         retire_session_cookie(&mut status);
         self.set_status(status, CanaryPhase::Failed);

@@ -494,6 +494,62 @@ pub async fn run_check(
     run_prepared(canary, metric, &prepared, provider.as_ref()).await
 }
 
+/// Whether the provider of one metric answers, as Flagger checks while a canary
+/// initializes: only the built-in metrics (the Prometheus of the Canary's
+/// `metricsServer` or the operator's) and MetricTemplate metrics are asked; a Canary's
+/// own inline query is not. `Err` is Flagger's text (its spelling included).
+pub async fn provider_available(
+    canary: &Canary,
+    metric: &CanaryMetric,
+    template: Option<&MetricTemplate>,
+    secret_data: Option<&BTreeMap<String, Vec<u8>>>,
+    context: &ProviderContext,
+) -> Result<(), String> {
+    let prepared = match prepare(canary, metric, template) {
+        Ok(p) => p,
+        Err(PrepareError::TemplateNotFound { name, namespace }) => {
+            return Err(format!(
+                "metric template {name}.{namespace} error: not found"
+            ));
+        }
+        // A query that does not render is the analysis' error to report, not the
+        // provider's.
+        Err(_) => return Ok(()),
+    };
+    let type_ = || {
+        prepared
+            .provider
+            .as_ref()
+            .map(|p| p.type_.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "prometheus".into())
+    };
+    let where_ = match &prepared.source {
+        QuerySource::Inline => return Ok(()),
+        QuerySource::Builtin(_) => None,
+        QuerySource::Template { name, namespace } => Some((name.clone(), namespace.clone())),
+    };
+    let provider = match build_provider(canary, &prepared, secret_data, context) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(match &where_ {
+                None => format!("error building Prometheus client: {e}"),
+                Some((name, namespace)) => format!(
+                    "metric template {name}.{namespace} provider {} error: {e}",
+                    type_()
+                ),
+            });
+        }
+    };
+    provider.is_online().await.map_err(|e| match &where_ {
+        None => format!("prometheus not avaiable: {e}"),
+        Some((name, namespace)) => format!(
+            "{} in metric template {name}.{namespace} not avaiable: {e}",
+            type_()
+        ),
+    })
+}
+
 /// Runs an already prepared query on a given provider and evaluates the value.
 pub async fn run_prepared(
     canary: &Canary,

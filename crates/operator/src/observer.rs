@@ -12,7 +12,9 @@ use serin_api::canary::{CanaryMetric, CanaryPhase, CanaryWebhook};
 use serin_api::manual::CheckResult;
 use serin_api::{Canary, MetricTemplate};
 use serin_engine::{MetricOutcome, Observe, Readiness, Routes, TargetRevision};
-use serin_metrics::check::{CheckOutcome, ProviderContext, run_check, template_key};
+use serin_metrics::check::{
+    CheckOutcome, ProviderContext, provider_available, run_check, template_key,
+};
 
 use crate::router::Router;
 use crate::webhook::WebhookCaller;
@@ -32,6 +34,12 @@ pub trait Checks: Send + Sync {
 
     /// Runs one metric check.
     async fn check_metric(&self, canary: &Canary, metric: &CanaryMetric) -> MetricOutcome;
+
+    /// Whether every metric provider of the analysis answers (see
+    /// [`Observe::metric_providers`]); scripted checks have no providers to ask.
+    async fn metric_providers(&self, _canary: &Canary) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Runs one metric check and gives the value measured, when there is one (shown
     /// by `serin status` and the dashboard).
@@ -65,6 +73,53 @@ impl Checks for LiveChecks {
 
     async fn check_metric(&self, canary: &Canary, metric: &CanaryMetric) -> MetricOutcome {
         self.measure_metric(canary, metric).await.0
+    }
+
+    async fn metric_providers(&self, canary: &Canary) -> Result<(), String> {
+        let metrics = canary
+            .analysis()
+            .map(|a| a.metrics.clone())
+            .unwrap_or_default();
+        for metric in &metrics {
+            let mut template = None;
+            let mut secret = None;
+            if let Some((name, namespace)) = template_key(canary, metric) {
+                let api: Api<MetricTemplate> = Api::namespaced(self.client.clone(), &namespace);
+                let t = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| format!("metric template {name}.{namespace} error: {e}"))?
+                    .ok_or_else(|| {
+                        format!("metric template {name}.{namespace} error: not found")
+                    })?;
+                if let Some(r) = t.spec.provider.secret_ref.as_ref() {
+                    let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+                    let found = api.get_opt(&r.name).await.map_err(|e| {
+                        format!(
+                            "metric template {name}.{namespace} secret {} error: {e}",
+                            r.name
+                        )
+                    })?;
+                    secret = found.map(|s| {
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect::<BTreeMap<String, Vec<u8>>>()
+                    });
+                }
+                template = Some(t);
+            }
+            provider_available(
+                canary,
+                metric,
+                template.as_ref(),
+                secret.as_ref(),
+                &self.metrics,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn measure_metric(
@@ -231,6 +286,10 @@ impl Observe for ClusterObserver<'_> {
             .await;
         self.seen.push(seen_webhook(webhook, &result));
         result
+    }
+
+    async fn metric_providers(&mut self) -> Result<(), String> {
+        self.checks.metric_providers(self.canary).await
     }
 
     async fn check_metric(&mut self, metric: &CanaryMetric) -> MetricOutcome {

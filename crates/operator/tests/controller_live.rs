@@ -561,6 +561,19 @@ impl Receiver {
         self.calls.lock().unwrap().clone()
     }
 
+    /// The calls from `before` on, once the post-rollout hook has been called: serin,
+    /// like Flagger, runs it after it writes the final phase (10 s at most).
+    async fn after_post(&self, before: usize) -> Vec<(String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let calls = self.phases()[before..].to_vec();
+            if calls.iter().any(|(n, _)| n == "post") || Instant::now() > deadline {
+                return calls;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// (hook, phase) of every call but the event hook's, in order.
     fn phases(&self) -> Vec<(String, String)> {
         self.calls()
@@ -631,7 +644,7 @@ spec:
     let lines = live.lines();
     assert_eq!(phases["podinfo"], CanaryPhase::Succeeded, "{lines}");
 
-    let calls = receiver.phases()[before..].to_vec();
+    let calls = receiver.after_post(before).await;
     let of = |name: &str| -> Vec<String> {
         calls
             .iter()
@@ -722,7 +735,7 @@ spec:
     let phases = live.rollout(&["podinfo"]).await;
     let lines = live.lines();
     assert_eq!(phases["podinfo"], CanaryPhase::Failed, "{lines}");
-    let calls = receiver.phases()[before..].to_vec();
+    let calls = receiver.after_post(before).await;
     let names: Vec<&str> = calls.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names.iter().filter(|n| **n == "pre").count(),

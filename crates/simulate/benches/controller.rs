@@ -14,6 +14,13 @@
 //!    OPERATOR_KUBECONFIG AUDIT_LOG [--quick]`. The operator runs as a ServiceAccount;
 //!    its API requests are counted in the API server's audit log (by user), since
 //!    `apiserver_request_total` has no user or user-agent label.
+//!
+//! 4. Flagger against serin (`scripts/compare-flagger.sh --perf` runs it): `--
+//!    --compare-flagger ADMIN AUDIT FLAGGER FLAGGER_KUBECONFIG SERIN SERIN_KUBECONFIG
+//!    OUT.json [--quick]`. Each operator, one after the other, as its own process on
+//!    its own namespace of identical canaries (15 s interval): reaction time to a
+//!    Deployment change (20 changes), wall time of one promotion, resident memory and
+//!    CPU with 100 and 1,000 canaries, API requests per canary per interval (audit log).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -477,6 +484,270 @@ async fn real(admin: &Path, operator_kubeconfig: &Path, audit: &Path, quick: boo
     println!("{}", serde_json::Value::Array(json));
 }
 
+/// The comparison's canaries: the bench's, in namespace `ns`, on a 15 s interval.
+const COMPARE_INTERVAL_S: f64 = 15.0;
+
+fn compare_manifests(ns: &str, name: &str) -> String {
+    manifests(name)
+        .replace("namespace: bench", &format!("namespace: {ns}"))
+        .replace("interval: 1m", "interval: 15s")
+}
+
+struct Contender<'a> {
+    name: &'static str,
+    user: &'static str,
+    program: &'a Path,
+    kubeconfig: &'a Path,
+}
+
+impl Contender<'_> {
+    fn start(&self, ns: &str, log: &Path) -> Kill {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut cmd = Command::new(self.program);
+        if self.name == "flagger" {
+            cmd.arg(format!("-kubeconfig={}", self.kubeconfig.display()))
+                .arg(format!("-namespace={ns}"))
+                .arg("-mesh-provider=istio")
+                .arg("-metrics-server=http://127.0.0.1:9")
+                .arg(format!("-port={port}"))
+                .arg("-log-level=info");
+        } else {
+            cmd.arg("operator")
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig)
+                .args(["--namespace", ns, "--mesh-provider", "istio"])
+                .args(["--metrics-server", "http://127.0.0.1:9"])
+                .args(["--port", &port.to_string()])
+                .env("RUST_LOG", "info");
+        }
+        Kill(
+            cmd.env_remove("KUBECONFIG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(std::fs::File::create(log).expect("log")))
+                .spawn()
+                .expect("operator process"),
+        )
+    }
+}
+
+/// Waits until every canary of `ns` is past initialization (30 min at most).
+async fn wait_initialized(client: &kube::Client, ns: &str, count: usize) -> Duration {
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    loop {
+        let list = canaries.list(&Default::default()).await.expect("list");
+        let done = list
+            .items
+            .iter()
+            .filter(|c| {
+                !matches!(
+                    c.status_or_default().phase,
+                    CanaryPhase::Initializing | CanaryPhase::Waiting
+                ) && c.status.is_some()
+            })
+            .count();
+        if done >= count {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "{done}/{count} initialized in {ns}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Changes the image of `first..first+samples` (one change each) and times each to
+/// its "New revision detected" event.
+async fn reaction_times(
+    client: &kube::Client,
+    ns: &str,
+    first: usize,
+    samples: usize,
+) -> Vec<Duration> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watch = tokio::spawn(async move {
+        let mut s = watcher(events, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(e)) = s.next().await {
+            if e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("New revision detected"))
+            {
+                let _ = tx.send((
+                    e.involved_object.name.clone().unwrap_or_default(),
+                    Instant::now(),
+                ));
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while rx.try_recv().is_ok() {}
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut out = Vec::new();
+    for i in first..first + samples {
+        let name = format!("app{i:04}");
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}}});
+        let changed = Instant::now();
+        deployments
+            .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .expect("patch");
+        let deadline = changed + Duration::from_secs(120);
+        loop {
+            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                Ok(Some((who, at))) if who == name => {
+                    out.push(at.saturating_duration_since(changed));
+                    break;
+                }
+                Ok(Some(_)) => continue,
+                _ => panic!("no New revision event for {name} within 120 s"),
+            }
+        }
+    }
+    watch.abort();
+    out.sort();
+    out
+}
+
+/// Wall time from a Deployment change to its canary's Succeeded phase.
+async fn promotion_wall(client: &kube::Client, ns: &str, name: &str) -> Duration {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), ns);
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.2"}]}}}});
+    let changed = Instant::now();
+    deployments
+        .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .expect("patch");
+    let mut left_start = false;
+    loop {
+        let c = canaries.get(name).await.expect("canary");
+        let p = c.status_or_default().phase;
+        if p != CanaryPhase::Initialized && p != CanaryPhase::Succeeded {
+            left_start = true;
+        }
+        if left_start && p == CanaryPhase::Succeeded {
+            return changed.elapsed();
+        }
+        assert!(p != CanaryPhase::Failed, "{ns}/{name} failed");
+        assert!(
+            changed.elapsed() < Duration::from_secs(900),
+            "{ns}/{name} not promoted in 15 min"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn compare_flagger(
+    admin: &Path,
+    audit: &Path,
+    flagger: Contender<'_>,
+    serin: Contender<'_>,
+    out: &Path,
+    quick: bool,
+) {
+    let client = kube_client(admin).await;
+    let sizes: &[usize] = if quick { &[20, 100] } else { &[100, 1000] };
+    let window = Duration::from_secs(if quick { 30 } else { 60 });
+    let samples = 20;
+    let mut figures: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
+    let mut put = |key: &'static str, who: &'static str, v: f64| {
+        figures.entry(key).or_default().insert(who, v);
+    };
+    let logs = out.parent().expect("out dir").to_path_buf();
+    for c in [&flagger, &serin] {
+        let ns = format!("bench-{}", c.name);
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let n = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("ns");
+        let _ = namespaces.create(&Default::default(), &n).await;
+        let mut populated = 0;
+        for (k, &count) in sizes.iter().enumerate() {
+            for i in populated..count {
+                let name = format!("app{i:04}");
+                for doc in
+                    serin_api::load::parse_documents("bench.yaml", &compare_manifests(&ns, &name))
+                        .expect("yaml")
+                {
+                    serin_simulate::apply::apply_value(&client, doc.value)
+                        .await
+                        .expect("apply");
+                }
+            }
+            populated = count;
+            let op = c.start(&ns, &logs.join(format!("{}-{count}.log", c.name)));
+            let pid = op.0.id();
+            let init = wait_initialized(&client, &ns, count).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let (from, _) = audited_requests(audit, 0, c.user);
+            let (_, _, t0) = proc_stats(pid);
+            let w0 = Instant::now();
+            tokio::time::sleep(window).await;
+            let (rss, _, t1) = proc_stats(pid);
+            let (_, requests) = audited_requests(audit, from, c.user);
+            let elapsed = w0.elapsed().as_secs_f64();
+            let cpu = (t1 - t0) as f64 / 100.0 / elapsed * 100.0;
+            let per = requests as f64 / count as f64 / (elapsed / COMPARE_INTERVAL_S);
+            let rss_mib = rss as f64 / 1024.0;
+            println!(
+                "{} with {count} canaries: initialized in {:.1} s, resident {rss_mib:.1} MiB, CPU {cpu:.1}% of a core, {per:.3} API requests per canary per interval",
+                c.name,
+                init.as_secs_f64()
+            );
+            if k == 0 {
+                put("rss_mib_100", c.name, rss_mib);
+                put("cpu_pct_100", c.name, cpu);
+                put("api_requests_per_canary_interval", c.name, per);
+                put("initialized_s_100", c.name, init.as_secs_f64());
+                let lat = reaction_times(&client, &ns, 0, samples.min(count / 2)).await;
+                let p50 = percentile(&lat, 0.5).as_secs_f64() * 1e3;
+                let p99 = percentile(&lat, 0.99).as_secs_f64() * 1e3;
+                println!(
+                    "{}: set image -> New revision detected: p50 {p50:.0} ms, p99 {p99:.0} ms ({} changes)",
+                    c.name,
+                    lat.len()
+                );
+                put("reaction_p50_ms", c.name, p50);
+                put("reaction_p99_ms", c.name, p99);
+                let wall = promotion_wall(&client, &ns, &format!("app{:04}", count - 1)).await;
+                println!(
+                    "{}: one promotion (5 steps of 15 s) took {:.1} s",
+                    c.name,
+                    wall.as_secs_f64()
+                );
+                put("promotion_wall_s", c.name, wall.as_secs_f64());
+            } else {
+                put("rss_mib_1000", c.name, rss_mib);
+                put("cpu_pct_1000", c.name, cpu);
+                put("api_requests_per_canary_interval_1000", c.name, per);
+                put("initialized_s_1000", c.name, init.as_secs_f64());
+            }
+            drop(op);
+        }
+    }
+    println!("\n| metric | Flagger | serin | serin / Flagger |\n|---|---|---|---|");
+    for (key, v) in &figures {
+        let (f, s) = (
+            v.get("flagger").copied().unwrap_or(f64::NAN),
+            v.get("serin").copied().unwrap_or(f64::NAN),
+        );
+        println!("| {key} | {f:.2} | {s:.2} | {:.3} |", s / f);
+    }
+    let json = serde_json::to_string_pretty(&figures).expect("json");
+    std::fs::write(out, json + "\n").expect("write the figures");
+    println!("written to {}", out.display());
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -494,6 +765,29 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if let Some(i) = args.iter().position(|a| a == "--compare-flagger") {
+        let arg = |k: usize| {
+            PathBuf::from(args.get(i + k).expect(
+                "--compare-flagger ADMIN AUDIT FLAGGER FLAGGER_KUBECONFIG SERIN SERIN_KUBECONFIG OUT",
+            ))
+        };
+        let (admin, audit, fbin, fkc, sbin, skc, out) =
+            (arg(1), arg(2), arg(3), arg(4), arg(5), arg(6), arg(7));
+        let flagger = Contender {
+            name: "flagger",
+            user: "system:serviceaccount:default:flagger",
+            program: &fbin,
+            kubeconfig: &fkc,
+        };
+        let serin = Contender {
+            name: "serin",
+            user: "system:serviceaccount:serin-system:serin",
+            program: &sbin,
+            kubeconfig: &skc,
+        };
+        rt.block_on(compare_flagger(&admin, &audit, flagger, serin, &out, quick));
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--real") {
         let path = |k: usize| PathBuf::from(args.get(i + k).expect("--real ADMIN OPERATOR AUDIT"));
         rt.block_on(real(&path(1), &path(2), &path(3), quick));

@@ -10,6 +10,7 @@
 //! namespace with its own operator (`--namespace`), so tests run side by side; the one
 //! that restarts the API server takes the cluster for itself.
 
+mod compare;
 mod live;
 mod manifests;
 mod scenarios;

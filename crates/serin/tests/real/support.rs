@@ -214,13 +214,14 @@ fn set_up() -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = repo_root();
     let k = |args: &[&str]| kubectl_with(&kubeconfig, args);
-    k(&[
-        "apply",
-        "--server-side",
-        "-f",
-        root.join("deploy/crds/crds.yaml").to_str().unwrap(),
-    ])
-    .expect_ok("serin's CRDs apply");
+    // The Flagger comparison installs Flagger's own CRDs instead (a user's cluster
+    // moving over from Flagger already has them).
+    let canary_crds = std::env::var("SERIN_CANARY_CRDS").unwrap_or_else(|_| {
+        root.join("deploy/crds/crds.yaml")
+            .to_string_lossy()
+            .into_owned()
+    });
+    k(&["apply", "--server-side", "-f", &canary_crds]).expect_ok("the Canary CRDs apply");
     k(&["apply", "--server-side", "-f", &istio_crds]).expect_ok("Istio's CRDs apply");
     k(&[
         "wait",
@@ -238,15 +239,26 @@ fn set_up() -> Cluster {
         root.join("deploy/kustomize/kubernetes").to_str().unwrap(),
     ])
     .expect_ok("deploy/kustomize/kubernetes applies");
-    let token = k(&[
-        "-n",
+    let operator_kubeconfig = dir.path().join("operator.kubeconfig");
+    token_kubeconfig(
+        &kubeconfig,
         OPERATOR_NAMESPACE,
-        "create",
-        "token",
         OPERATOR_ACCOUNT,
-        "--duration=4h",
-    ])
-    .expect_ok("a token for the operator's ServiceAccount");
+        &operator_kubeconfig,
+    );
+    Cluster {
+        kubeconfig,
+        operator_kubeconfig,
+        dir,
+    }
+}
+
+/// Writes a kubeconfig at `path` that authenticates with a real token of the
+/// ServiceAccount `namespace/account`, made with the admin's `kubeconfig`.
+pub fn token_kubeconfig(kubeconfig: &Path, namespace: &str, account: &str, path: &Path) {
+    let k = |args: &[&str]| kubectl_with(kubeconfig, args);
+    let token = k(&["-n", namespace, "create", "token", account, "--duration=4h"])
+        .expect_ok("a token for a ServiceAccount");
     let server = k(&[
         "config",
         "view",
@@ -263,20 +275,14 @@ fn set_up() -> Cluster {
         "jsonpath={.clusters[0].cluster.certificate-authority-data}",
     ])
     .expect_ok("ca");
-    let operator_kubeconfig = dir.path().join("operator.kubeconfig");
     std::fs::write(
-        &operator_kubeconfig,
+        path,
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: serin\n  user:\n    token: {}\ncontexts:\n- name: serin\n  context:\n    cluster: real\n    user: serin\ncurrent-context: serin\n",
             token.trim()
         ),
     )
-    .expect("operator kubeconfig");
-    Cluster {
-        kubeconfig,
-        operator_kubeconfig,
-        dir,
-    }
+    .expect("a token kubeconfig");
 }
 
 pub trait ExpectOk {
