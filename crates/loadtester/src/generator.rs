@@ -43,13 +43,18 @@ pub(crate) async fn run(args: &HeyArgs, sent: &Counter) -> Result<Report, HeyErr
     let direct = Direct::for_args(args);
     let threads = thread_count(args);
 
+    // One client per thread, built before the clock starts.
+    let clients = (0..threads)
+        .map(|_| client(args))
+        .collect::<Result<Vec<_>, _>>()?;
+
     let start = Instant::now();
     let stop_at = args.duration.map(|d| start + d);
     // Dropping `cancel` (the run's future dropped, e.g. on the webhook's timeout) ends
     // every thread's runtime and with it its workers and connections.
     let (cancel, cancelled) = watch::channel(());
     let mut results = Vec::with_capacity(threads);
-    for t in 0..threads {
+    for (t, client) in clients.into_iter().enumerate() {
         let budgets = (t as u64..args.workers)
             .step_by(threads)
             .map(|i| {
@@ -63,13 +68,13 @@ pub(crate) async fn run(args: &HeyArgs, sent: &Counter) -> Result<Report, HeyErr
         let job = ThreadJob {
             shared: Shared {
                 args: args.clone(),
-                client: client(args)?,
+                client,
                 sent: sent.clone(),
                 start,
                 stop_at,
                 max_samples: MAX_SAMPLES / args.workers.max(1) as usize,
             },
-            direct: direct.clone(),
+            direct: direct.as_ref().map(Direct::deep_copy),
             budgets,
             cancelled: cancelled.clone(),
         };
@@ -97,12 +102,15 @@ pub(crate) async fn run(args: &HeyArgs, sent: &Counter) -> Result<Report, HeyErr
     Ok(build_report(all, total))
 }
 
-/// `-cpus` (hey's GOMAXPROCS) or the machine's CPUs, at most one per worker.
+/// One thread per CPU, fewer with `-cpus` (hey's GOMAXPROCS; unlike Go's, it cannot
+/// ask for more threads than CPUs, so a webhook cannot make the service start
+/// thousands), and at most one per worker.
 fn thread_count(args: &HeyArgs) -> usize {
+    let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpus = args
         .cpus
         .filter(|&c| c > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        .map_or(machine, |c| c.min(machine));
     cpus.min(usize::try_from(args.workers).unwrap_or(usize::MAX))
         .max(1)
 }
@@ -152,8 +160,6 @@ impl ThreadJob {
             let shared = Arc::new(shared);
             let mut workers = tokio::task::JoinSet::new();
             for budget in budgets {
-                // A deep copy per worker: cloning the request for each send then only
-                // touches reference counts of this worker's own buffers.
                 let direct = direct.as_ref().map(Direct::deep_copy);
                 workers.spawn(worker(shared.clone(), direct, budget));
             }
@@ -318,12 +324,6 @@ struct Direct {
     /// `host` as reqwest adds them.
     request: http1::Request,
     conn: Option<http1::Connection<TcpStream>>,
-}
-
-impl Clone for Direct {
-    fn clone(&self) -> Self {
-        self.deep_copy()
-    }
 }
 
 impl Direct {

@@ -77,8 +77,8 @@ pub struct HeyArgs {
     pub timeout: Option<Duration>,
     pub disable_keepalive: bool,
     pub proxy: Option<String>,
-    /// `-cpus`: at most this many threads run the workers (hey's GOMAXPROCS); `None`
-    /// is one per CPU.
+    /// `-cpus`: at most this many threads run the workers (hey's GOMAXPROCS, capped at
+    /// the machine's CPUs); `None` is one per CPU.
     pub cpus: Option<usize>,
 }
 
@@ -566,6 +566,12 @@ mod tests {
         assert_eq!(a.timeout, None);
         assert!(a.disable_keepalive);
         assert_eq!(a.proxy.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(a.cpus, Some(2));
+        assert_eq!(
+            parse("hey -cpus 0 http://x/").unwrap().cpus,
+            None,
+            "GOMAXPROCS(0)"
+        );
     }
 
     #[test]
