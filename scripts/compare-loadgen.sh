@@ -40,9 +40,10 @@ die() {
   echo "compare-loadgen: $*" >&2
   exit 1
 }
-[[ $duration =~ ^[0-9]+$ ]] && ((duration >= 1 && duration <= 60)) || die "LOADGEN_DURATION must be 1 to 60 (seconds)"
-[[ $repeat =~ ^[0-9]+$ ]] && ((repeat >= 1 && repeat <= 9)) || die "LOADGEN_REPEAT must be 1 to 9"
-[[ $threads =~ ^[0-9]+$ ]] && ((threads >= 1 && threads <= 64)) || die "LOADGEN_THREADS must be 1 to 64"
+in_range() { [[ $1 =~ ^[0-9]+$ ]] && (($1 >= $2 && $1 <= $3)); }
+in_range "$duration" 1 60 || die "LOADGEN_DURATION must be 1 to 60 (seconds)"
+in_range "$repeat" 1 9 || die "LOADGEN_REPEAT must be 1 to 9"
+in_range "$threads" 1 64 || die "LOADGEN_THREADS must be 1 to 64"
 command -v wrk >/dev/null || die "wrk is not installed: apt-get install -y wrk"
 
 # hey v0.1.5, from the module that pins it (fast: Go's build cache).
@@ -115,23 +116,32 @@ measure() {
   echo "$rps"
 }
 
+# The median and the JSON list of space-separated runs.
 median() {
-  printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+  local -a v
+  read -ra v <<<"$1"
+  printf '%s\n' "${v[@]}" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+json_list() {
+  local -a v
+  read -ra v <<<"$1"
+  local IFS=,
+  echo "[${v[*]}]"
 }
 
 declare -A all
 for ((r = 1; r <= repeat; r++)); do
   for c in "${connections[@]}"; do
     for tool in hey wrk serin; do
-      v="$(measure "$tool" "$c")"
-      all[$tool,c$c]+=" $v"
-      echo "run $r/$repeat  -c $c  $tool  $v req/s" >&2
+      got="$(measure "$tool" "$c")"
+      all[$tool,c$c]+=" $got"
+      echo "run $r/$repeat  -c $c  $tool  $got req/s" >&2
     done
   done
   for tool in hey serin; do
-    v="$(measure "$tool" "$q_workers" -q "$q_rate")"
-    all[$tool,q]+=" $v"
-    echo "run $r/$repeat  -c $q_workers -q $q_rate  $tool  $v req/s" >&2
+    got="$(measure "$tool" "$q_workers" -q "$q_rate")"
+    all[$tool,q]+=" $got"
+    echo "run $r/$repeat  -c $q_workers -q $q_rate  $tool  $got req/s" >&2
   done
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -141,26 +151,24 @@ asked=$((q_workers * q_rate))
 rows=()
 json_rows=()
 for key in "${connections[@]/#/c}" q; do
-  # shellcheck disable=SC2086 # the runs are space-separated numbers
-  h="$(median ${all[hey,$key]})"
-  s="$(median ${all[serin,$key]})"
+  h="$(median "${all[hey,$key]}")"
+  s="$(median "${all[serin,$key]}")"
   if [[ $key == q ]]; then
     metric="req/s -c $q_workers -q $q_rate (asks $asked)"
     w="-"
     w_json=null
     w_runs="[]"
   else
-    # shellcheck disable=SC2086
-    w="$(median ${all[wrk,$key]})"
+    w="$(median "${all[wrk,$key]}")"
     w_json="$w"
-    w_runs="[$(echo ${all[wrk,$key]} | tr ' ' ',')]"
+    w_runs="$(json_list "${all[wrk,$key]}")"
     metric="req/s -c ${key#c}"
   fi
   rows+=("$(printf '%-34s %10.0f %10s %10.0f %9s %9s' "$metric" "$h" "$([[ $w == - ]] && echo - || printf '%.0f' "$w")" "$s" "$(ratio "$s" "$h")" "$(ratio "$s" "$w")")")
   extra=""
   [[ $key == q ]] && extra=", \"asked\": $asked, \"serin_vs_asked\": $(ratio "$s" "$asked"), \"hey_vs_asked\": $(ratio "$h" "$asked")"
   json_rows+=("    {\"metric\": \"$metric\", \"hey\": $h, \"wrk\": $w_json, \"serin\": $s, \"serin_vs_hey\": $(ratio "$s" "$h"), \"serin_vs_wrk\": $(ratio "$s" "$w" | sed 's/^-$/null/')$extra,
-     \"runs\": {\"hey\": [$(echo ${all[hey,$key]} | tr ' ' ',')], \"wrk\": $w_runs, \"serin\": [$(echo ${all[serin,$key]} | tr ' ' ',')]}}")
+     \"runs\": {\"hey\": $(json_list "${all[hey,$key]}"), \"wrk\": $w_runs, \"serin\": $(json_list "${all[serin,$key]}")}}")
 done
 wall="$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.0f", b - a}')"
 
