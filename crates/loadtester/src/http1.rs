@@ -23,7 +23,10 @@ const MAX_HEAD: usize = 8192 + 4096 * 100;
 const MAX_HEADERS: usize = 100;
 /// A chunk-size or trailer line longer than this is refused.
 const MAX_LINE: usize = 64 * 1024;
-const READ_BUF: usize = 16 * 1024;
+/// The read buffer starts as hyper's does, and grows while reads fill it (a large
+/// body is then read in larger pieces), up to the largest head plus one read.
+const READ_BUF: usize = 8 * 1024;
+const MAX_BUF: usize = MAX_HEAD + READ_BUF;
 
 /// A request as it goes on the wire, for any number of sends.
 #[derive(Debug, Clone)]
@@ -232,18 +235,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        } else if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                let grown = (self.buf.len() * 2).min(MAX_HEAD.max(MAX_LINE) + READ_BUF);
-                self.buf.resize(grown, 0);
-            }
+        } else if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
         }
+        if self.end == self.buf.len() {
+            // The callers' limits (MAX_HEAD, MAX_LINE) stop before this.
+            if self.buf.len() >= MAX_BUF {
+                return Err(io::Error::other("read buffer full"));
+            }
+            self.buf.resize((self.buf.len() * 2).min(MAX_BUF), 0);
+        }
+        let room = self.buf.len() - self.end;
         let n = self.stream.read(&mut self.buf[self.end..]).await?;
         self.end += n;
+        if n == room && self.buf.len() < MAX_BUF {
+            self.buf.resize((self.buf.len() * 2).min(MAX_BUF), 0);
+        }
         Ok(n)
     }
 
@@ -504,6 +513,28 @@ mod tests {
             String::from_utf8(seen[0].clone()).unwrap(),
             "GET /p?q=1 HTTP/1.1\r\nuser-agent: hey/0.0.1\r\nhost: x\r\n\r\n"
         );
+    }
+
+    #[tokio::test]
+    async fn large_bodies_and_heads_are_read_within_bounds() {
+        static BODY: [u8; 1 << 20] = [b'x'; 1 << 20];
+        let (mut c, _task) = peer(vec![
+            vec![
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n",
+                &BODY[..],
+            ],
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx"],
+        ]);
+        let r = c.exchange(&get()).await.unwrap();
+        assert_eq!((r.status, r.body_len, r.keep_alive), (200, 1 << 20, true));
+        assert!(c.buf.len() > READ_BUF && c.buf.len() <= MAX_BUF);
+        let r = c.exchange(&get()).await.unwrap();
+        assert_eq!((r.status, r.body_len), (200, 1));
+
+        // A head past hyper's limit is refused, not buffered without end.
+        let (mut c, _task) = peer(vec![vec![b"HTTP/1.1 200 OK\r\nx-big: ", &BODY[..]]]);
+        let f = c.exchange(&get()).await.unwrap_err();
+        assert_eq!(f.cause.to_string(), "message head is too large");
     }
 
     #[tokio::test]
