@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::io;
+use std::mem::MaybeUninit;
 
 use reqwest::Method;
 use reqwest::header::{self, HeaderMap};
@@ -260,9 +261,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         loop {
             if self.end > self.start {
                 *answered = true;
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut response = httparse::Response::new(&mut headers);
-                match response.parse(&self.buf[self.start..self.end]) {
+                // Uninitialized, as hyper does: no 3 KiB of headers to clear per answer.
+                let mut headers =
+                    [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+                let mut response = httparse::Response::new(&mut []);
+                match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                    &mut response,
+                    &self.buf[self.start..self.end],
+                    &mut headers,
+                ) {
                     Ok(httparse::Status::Complete(len)) => {
                         let head = head_of(&response)?;
                         self.start += len;
