@@ -3,8 +3,8 @@
 # real hey (rakyll/hey v0.1.5, built from the Go module in tests/flagger) and wrk
 # (Debian's package). Measures requests per second at 1, 16 and 64 connections for a
 # fixed duration, and the rate that hey's per-worker limit achieves (`-c 4 -q 250` asks
-# 1,000 req/s). Each measurement runs LOADGEN_REPEAT times, the tools taking turns,
-# and the median is kept. Prints a table and writes target/compare/loadgen.json.
+# 1,000 req/s). Each measurement runs LOADGEN_REPEAT times, the tools taking turns in
+# an order that rotates, and the median is kept. Prints a table and writes target/compare/loadgen.json.
 # Figures, not assertions. Traffic goes to 127.0.0.1 only and every run is bounded.
 #
 # The target is one process for all three tools: `generator serve` from
@@ -130,15 +130,20 @@ json_list() {
 }
 
 declare -A all
+tools=(hey wrk serin)
 for ((r = 1; r <= repeat; r++)); do
+  # The order turns each repetition, so that none always follows the same tool.
+  order=("${tools[@]:$(((r - 1) % 3))}" "${tools[@]:0:$(((r - 1) % 3))}")
   for c in "${connections[@]}"; do
-    for tool in hey wrk serin; do
+    for tool in "${order[@]}"; do
       got="$(measure "$tool" "$c")"
       all[$tool,c$c]+=" $got"
       echo "run $r/$repeat  -c $c  $tool  $got req/s" >&2
     done
   done
-  for tool in hey serin; do
+  q_order=(hey serin)
+  ((r % 2 == 0)) && q_order=(serin hey)
+  for tool in "${q_order[@]}"; do
     got="$(measure "$tool" "$q_workers" -q "$q_rate")"
     all[$tool,q]+=" $got"
     echo "run $r/$repeat  -c $q_workers -q $q_rate  $tool  $got req/s" >&2
