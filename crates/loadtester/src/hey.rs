@@ -13,18 +13,17 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
-use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::words::{WordsError, parse_go_duration, split};
 
 const HEY_USER_AGENT: &str = "hey/0.0.1";
 /// Like hey, latencies are kept for at most this many requests per run; counts and
 /// averages still cover every request.
-const MAX_SAMPLES: usize = 1_000_000;
+pub(crate) const MAX_SAMPLES: usize = 1_000_000;
 /// A bound on workers so that a typo (`-c 1000000`) cannot exhaust the load tester.
 const MAX_WORKERS: u64 = 10_000;
 /// hey's `-t 0` means no timeout; a day is as good as forever for a webhook.
-const NO_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const NO_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeyError {
@@ -54,6 +53,8 @@ pub enum HeyError {
     Invalid(&'static str),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    #[error("cannot run the load test: {0}")]
+    Runtime(String),
 }
 
 /// A parsed hey command line.
@@ -76,6 +77,9 @@ pub struct HeyArgs {
     pub timeout: Option<Duration>,
     pub disable_keepalive: bool,
     pub proxy: Option<String>,
+    /// `-cpus`: at most this many threads run the workers (hey's GOMAXPROCS, capped at
+    /// the machine's CPUs); `None` is one per CPU.
+    pub cpus: Option<usize>,
 }
 
 fn is_hey_program(word: &str) -> bool {
@@ -117,6 +121,7 @@ impl HeyArgs {
         let mut user_agent: Option<String> = None;
         let mut disable_keepalive = false;
         let mut proxy: Option<String> = None;
+        let mut cpus: Option<usize> = None;
         let mut positional: Vec<String> = Vec::new();
 
         let mut it = args.iter();
@@ -203,9 +208,11 @@ impl HeyArgs {
                 "U" => user_agent = Some(value),
                 "x" => proxy = Some(value),
                 "cpus" => {
-                    value
+                    // As GOMAXPROCS: 0 leaves the default, one thread per CPU.
+                    let n = value
                         .parse::<u32>()
                         .map_err(|e| invalid(&value, format!("{e}")))?;
+                    cpus = (n > 0).then_some(n as usize);
                 }
                 "o" if value.is_empty() => {}
                 "o" => {
@@ -349,6 +356,7 @@ impl HeyArgs {
             timeout: (t > 0).then(|| Duration::from_secs(t)),
             disable_keepalive,
             proxy,
+            cpus,
         })
     }
 }
@@ -420,168 +428,40 @@ impl Report {
 }
 
 #[derive(Default)]
-struct WorkerStats {
-    latencies: Vec<f64>,
-    latency_sum: f64,
-    requests: u64,
-    responses: u64,
-    bytes: u64,
-    status_codes: BTreeMap<u16, u64>,
-    errors: BTreeMap<String, u64>,
+pub(crate) struct WorkerStats {
+    pub(crate) latencies: Vec<f64>,
+    pub(crate) latency_sum: f64,
+    pub(crate) requests: u64,
+    pub(crate) responses: u64,
+    pub(crate) bytes: u64,
+    pub(crate) status_codes: BTreeMap<u16, u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
+}
+
+impl WorkerStats {
+    pub(crate) fn merge(&mut self, other: WorkerStats) {
+        self.latencies.extend(other.latencies);
+        self.latency_sum += other.latency_sum;
+        self.requests += other.requests;
+        self.responses += other.responses;
+        self.bytes += other.bytes;
+        for (k, v) in other.status_codes {
+            *self.status_codes.entry(k).or_default() += v;
+        }
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
 }
 
 /// Runs a parsed hey command against its URL and returns the report.
-/// `sent` counts every request as it is sent (the load tester's metric).
+/// `sent` counts every request as it is sent (the load tester's metric; during an
+/// unlimited run it is added to in batches, at least every 50 ms).
 pub async fn run(args: &HeyArgs, sent: &Counter) -> Result<Report, HeyError> {
-    let client = serin_http_client::client_without_env_proxy(&serin_http_client::ClientOptions {
-        timeout: args.timeout.unwrap_or(NO_TIMEOUT),
-        // hey never verifies certificates: load tests hit in-cluster services.
-        insecure_skip_verify: true,
-        proxy: args.proxy.clone(),
-    })
-    .map_err(|e| HeyError::Client(e.to_string()))?;
-
-    let start = Instant::now();
-    let stop_at = args.duration.map(|d| start + d);
-    let per_worker_samples = MAX_SAMPLES / args.workers.max(1) as usize;
-    let mut workers = tokio::task::JoinSet::new();
-    for i in 0..args.workers {
-        let budget = if stop_at.is_some() {
-            u64::MAX
-        } else {
-            args.requests / args.workers + u64::from(i < args.requests % args.workers)
-        };
-        let client = client.clone();
-        let args = args.clone();
-        let sent = sent.clone();
-        workers.spawn(async move {
-            worker(
-                &client,
-                &args,
-                budget,
-                start,
-                stop_at,
-                per_worker_samples,
-                &sent,
-            )
-            .await
-        });
-    }
-    let mut all = WorkerStats::default();
-    while let Some(joined) = workers.join_next().await {
-        // A worker only ends by returning its stats; a panic would be a bug here.
-        let Ok(stats) = joined else { continue };
-        all.latencies.extend(stats.latencies);
-        all.latency_sum += stats.latency_sum;
-        all.requests += stats.requests;
-        all.responses += stats.responses;
-        all.bytes += stats.bytes;
-        for (k, v) in stats.status_codes {
-            *all.status_codes.entry(k).or_default() += v;
-        }
-        for (k, v) in stats.errors {
-            *all.errors.entry(k).or_default() += v;
-        }
-    }
-    let total = start.elapsed().as_secs_f64();
-    Ok(build_report(all, total))
+    crate::generator::run(args, sent).await
 }
 
-async fn worker(
-    client: &reqwest::Client,
-    args: &HeyArgs,
-    budget: u64,
-    start: Instant,
-    stop_at: Option<Instant>,
-    max_samples: usize,
-    sent: &Counter,
-) -> WorkerStats {
-    let mut stats = WorkerStats::default();
-    // Like hey, the first request waits one period. Ticks missed while the machine or
-    // the target was slow are caught up, so a run sends q * c * z requests as asked; a
-    // worker has one request in flight at most, so catching up never exceeds -c.
-    let mut ticker = args.rate_per_worker.map(|q| {
-        let period = Duration::from_secs_f64(1.0 / q);
-        let mut t = tokio::time::interval_at(start + period, period);
-        t.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        t
-    });
-    let far_future = start + NO_TIMEOUT * 365;
-    let stop = stop_at.unwrap_or(far_future);
-    for _ in 0..budget {
-        if let Some(t) = ticker.as_mut() {
-            // As in hey, a tick due at or before the end of the run is still sent, so
-            // `-z 2s -q 10` sends 20 requests per worker, not 19.
-            let due = tokio::select! {
-                biased;
-                due = t.tick() => due,
-                _ = tokio::time::sleep_until(stop) => break,
-            };
-            if due > stop {
-                break;
-            }
-        } else if Instant::now() >= stop {
-            break;
-        }
-        let mut request = client
-            .request(args.method.clone(), args.url.clone())
-            .headers(args.headers.clone());
-        if !args.body.is_empty() {
-            request = request.body(args.body.clone());
-        }
-        let began = Instant::now();
-        sent.inc();
-        stats.requests += 1;
-        let outcome = match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                match response.bytes().await {
-                    Ok(b) => Ok((status, b.len() as u64)),
-                    Err(e) => Err(error_text(&e)),
-                }
-            }
-            Err(e) => Err(error_text(&e)),
-        };
-        match outcome {
-            Ok((status, len)) => {
-                let secs = began.elapsed().as_secs_f64();
-                stats.responses += 1;
-                stats.latency_sum += secs;
-                stats.bytes += len;
-                if stats.latencies.len() < max_samples {
-                    stats.latencies.push(secs);
-                }
-                *stats.status_codes.entry(status).or_default() += 1;
-            }
-            Err(e) => *stats.errors.entry(e).or_default() += 1,
-        }
-    }
-    stats
-}
-
-/// A short, stable text for an error, so that errors group like hey's distribution.
-fn error_text(e: &reqwest::Error) -> String {
-    let mut root: &dyn std::error::Error = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    let what = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "reading the response"
-    } else {
-        "request"
-    };
-    if std::ptr::addr_eq(root, e as &dyn std::error::Error) {
-        what.to_string()
-    } else {
-        format!("{what}: {root}")
-    }
-}
-
-fn build_report(mut stats: WorkerStats, total_secs: f64) -> Report {
+pub(crate) fn build_report(mut stats: WorkerStats, total_secs: f64) -> Report {
     stats.latencies.sort_by(f64::total_cmp);
     let lats = &stats.latencies;
     let fastest = lats.first().copied().unwrap_or(0.0);
@@ -686,6 +566,12 @@ mod tests {
         assert_eq!(a.timeout, None);
         assert!(a.disable_keepalive);
         assert_eq!(a.proxy.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(a.cpus, Some(2));
+        assert_eq!(
+            parse("hey -cpus 0 http://x/").unwrap().cpus,
+            None,
+            "GOMAXPROCS(0)"
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 pub mod command;
 pub mod gates;
+mod generator;
 pub mod hey;
+mod http1;
 pub mod metrics;
 pub mod payload;
 pub mod server;

@@ -222,6 +222,8 @@ async fn method_headers_body_and_host_reach_the_target() {
         assert_eq!(s.headers["content-type"], "application/json");
         assert_eq!(s.headers["host"], "podinfo.example");
         assert_eq!(s.headers["user-agent"], "hey/0.0.1");
+        // As reqwest sent it before hey had a client of its own.
+        assert_eq!(s.headers["accept"], "*/*");
         assert_eq!(s.body, Bytes::from_static(b"{\"k\":1}"));
     }
 }
@@ -807,5 +809,155 @@ async fn targets_outside_the_allow_list_are_a_403_saying_why() {
     assert!(
         !m.contains(r#"serin_loadtester_commands_total{kind="hey"} 1"#),
         "nothing started: {m}"
+    );
+}
+
+/// A target that answers `/path` and redirects the others there with the status
+/// their name says (`/301`, `/302`, `/303`, `/307`, `/308`), recording what reached
+/// `/path`.
+async fn start_redirecting_target() -> (String, Arc<Target>) {
+    let (url, target) = start_target(0).await;
+    let path_url = url.clone();
+    let app = Router::new().fallback(move |uri: axum::http::Uri| {
+        let to = path_url.clone();
+        async move {
+            let status = uri
+                .path()
+                .trim_start_matches('/')
+                .parse::<u16>()
+                .unwrap_or(404);
+            (
+                StatusCode::from_u16(status).unwrap(),
+                [(axum::http::header::LOCATION, to)],
+                "moved",
+            )
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), target)
+}
+
+#[tokio::test]
+async fn redirects_are_followed_with_the_method_and_body_rules_of_each_status() {
+    let (base, target) = start_redirecting_target().await;
+    for (status, method, body) in [
+        (301, Method::GET, ""),
+        (302, Method::GET, ""),
+        (303, Method::GET, ""),
+        (307, Method::POST, "{}"),
+        (308, Method::POST, "{}"),
+    ] {
+        target.seen.lock().unwrap().clear();
+        let cmd = format!("hey -n 2 -c 1 -m POST -d '{{}}' {base}/{status}");
+        let report =
+            serin_loadtester::hey::run(&HeyArgs::parse_command(&cmd).unwrap(), &Counter::default())
+                .await
+                .unwrap();
+        assert_eq!(
+            report.status_codes.get(&200),
+            Some(&2),
+            "{status}: {report:?}"
+        );
+        assert_eq!(report.size_total_bytes, 2 * 5, "the final answer's body");
+        let seen = target.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{status}");
+        for s in &seen {
+            assert_eq!(s.method, method, "{status}");
+            assert_eq!(s.body, Bytes::from(body), "{status}");
+            assert_eq!(s.headers["user-agent"], "hey/0.0.1");
+        }
+    }
+}
+
+/// A raw HTTP/1.1 server that answers one request per connection and then closes it
+/// without saying so (no `Connection: close`), as a server whose keep-alive timeout
+/// is shorter than the client's.
+async fn start_one_request_per_connection_target() -> (String, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                count.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (format!("http://{addr}/"), answered)
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_closed_by_the_server_is_replaced_without_errors() {
+    let (url, answered) = start_one_request_per_connection_target().await;
+    let args = HeyArgs::parse_command(&format!("hey -n 20 -c 2 {url}")).unwrap();
+    let report = serin_loadtester::hey::run(&args, &Counter::default())
+        .await
+        .unwrap();
+    assert_eq!(report.errors, Default::default(), "{report:?}");
+    assert_eq!(report.status_codes.get(&200), Some(&20));
+    assert_eq!(answered.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn a_request_slower_than_the_timeout_is_a_timeout_error() {
+    // Accepts and reads, never answers; bounded by the test's own runtime.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let args = HeyArgs::parse_command(&format!("hey -n 2 -c 1 -t 1 http://{addr}/")).unwrap();
+    let report = serin_loadtester::hey::run(&args, &Counter::default())
+        .await
+        .unwrap();
+    assert_eq!(report.requests, 2);
+    assert_eq!(report.responses, 0);
+    assert_eq!(
+        report.errors.get("timeout"),
+        Some(&2),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[tokio::test]
+async fn head_requests_read_no_body_and_keep_the_connection() {
+    let (url, target) = start_target(0).await;
+    let args = HeyArgs::parse_command(&format!("hey -n 4 -c 1 -m HEAD {url}")).unwrap();
+    let report = serin_loadtester::hey::run(&args, &Counter::default())
+        .await
+        .unwrap();
+    assert_eq!(report.status_codes.get(&200), Some(&4), "{report:?}");
+    assert_eq!(report.size_total_bytes, 0);
+    assert_eq!(target.peers.lock().unwrap().len(), 1);
+    assert!(
+        target
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| s.method == Method::HEAD)
     );
 }
