@@ -204,6 +204,8 @@ pub fn namespace_of(canary: &Canary) -> Result<String> {
 
 /// A stable short hash in the style of Flagger's `lastAppliedSpec` values: FNV-1a
 /// of the canonical JSON (keys sorted), spelled with Kubernetes' safe alphabet.
+/// Revisions use Flagger's own hash ([`crate::workload::flagger_hash`]); this is
+/// its fallback should the Go type table behind that ever fail to load.
 pub fn compute_hash<T: Serialize>(value: &T) -> String {
     let canonical = match serde_json::to_value(value) {
         Ok(v) => canonical_json(&v),
@@ -231,6 +233,12 @@ pub fn canonical_json(value: &Value) -> String {
         }
     }
     sorted(value).to_string()
+}
+
+/// FNV-32a of `bytes`, as `SafeEncodeString` of its decimal digits: the shape of
+/// every hash Flagger records.
+pub(crate) fn fnv_hash(bytes: &[u8]) -> String {
+    safe_encode(&fnv1a32(bytes).to_string())
 }
 
 fn fnv1a32(bytes: &[u8]) -> u32 {

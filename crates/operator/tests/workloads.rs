@@ -616,3 +616,64 @@ async fn v2beta2_hpas_are_copied_in_their_own_version() {
         99
     );
 }
+
+/// A canary whose target Flagger v1.44.0 had analysed keeps its revision: serin's
+/// target_revision, reading the target from the API, gives the hash and tracked
+/// configs Flagger's SyncStatus recorded for the same objects (golden.json, made
+/// by tests/flaggerhash/golden from Flagger's own code), for every fixture. Fixture
+/// 08 has pod spec fields newer than serin's Kubernetes types: only the API
+/// server's JSON has them.
+#[tokio::test(start_paused = true)]
+async fn revisions_are_those_flagger_recorded() {
+    let golden: serde_json::Value =
+        serde_json::from_str(&read(&data_path("flagger_hash/golden.json"))).unwrap();
+    let results = golden["results"].as_array().unwrap();
+    assert!(results.len() >= 13);
+    for expected in results {
+        let fixture = expected["fixture"].as_str().unwrap();
+        let list: serde_json::Value = serde_json::from_str(&read(&data_path(&format!(
+            "flagger_hash/fixtures/{fixture}"
+        ))))
+        .unwrap();
+        let clock = Clock::system();
+        let (_sb, client) = sandbox(clock).await;
+        let mut target = None;
+        for item in list["items"].as_array().unwrap() {
+            if matches!(item["kind"].as_str(), Some("Deployment" | "DaemonSet")) {
+                target = Some((item["kind"].clone(), item["metadata"]["name"].clone()));
+            }
+            create_value(&client, item.clone()).await;
+        }
+        let (kind, name) = target.unwrap();
+        let canary: Canary = serde_json::from_value(json!({
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": name, "namespace": "test"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": kind, "name": name},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "threshold": 2, "iterations": 2}
+            }
+        }))
+        .unwrap();
+        let canary = create_canary(&client, canary).await;
+        let rev = workload(&client, &canary, clock)
+            .target_revision(&canary)
+            .await
+            .unwrap();
+        let status = &expected["syncStatus"];
+        assert_eq!(
+            rev.spec_hash,
+            expected["hash"].as_str().unwrap(),
+            "{fixture}"
+        );
+        assert_eq!(
+            rev.spec_hash,
+            status["lastAppliedSpec"].as_str().unwrap(),
+            "{fixture}"
+        );
+        let tracked: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(status["trackedConfigs"].clone()).unwrap();
+        assert_eq!(rev.tracked_configs, tracked, "{fixture}");
+    }
+}

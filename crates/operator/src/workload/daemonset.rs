@@ -13,8 +13,11 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serin_api::Canary;
 
+use super::flagger_hash;
 use super::set_primary_metadata;
-use super::template::{get_target, primary_pod_template, template_hash};
+use super::template::{
+    flagger_template_hash, get_target, get_target_with_template, primary_pod_template,
+};
 use super::{Readiness, TargetRevision, WorkloadController, WorkloadOptions, primary_name};
 use crate::configs::TrackedConfigs;
 use crate::error::{Error, Result};
@@ -300,11 +303,16 @@ impl WorkloadController for DaemonSetController {
     }
 
     async fn target_revision(&self, canary: &Canary) -> Result<TargetRevision> {
-        let target = self.target(canary).await?;
+        let ns = labels::namespace_of(canary)?;
+        let (target, template) =
+            get_target_with_template(&self.api(canary)?, KIND, &ns, &canary.spec.target_ref.name)
+                .await?;
         let configs = self.configs(canary, &target).await?;
-        let template = target.spec.map(|s| s.template).unwrap_or_default();
+        // Flagger's hash leaves out the scale-down node selector, as the
+        // revision must.
+        let hash = flagger_hash::daemonset_pod_template_hash(&template);
         Ok(TargetRevision {
-            spec_hash: template_hash(&without_scale_down(&template)),
+            spec_hash: flagger_template_hash(canary, hash),
             tracked_configs: configs.checksums(),
         })
     }
@@ -399,6 +407,7 @@ impl WorkloadController for DaemonSetController {
 
 #[cfg(test)]
 mod tests {
+    use super::super::template::template_hash;
     use super::*;
     use k8s_openapi::api::apps::v1::DaemonSetStatus;
     use k8s_openapi::api::core::v1::PodSpec;
@@ -489,6 +498,20 @@ mod tests {
             template_hash(&selector(&[scale_down])),
             template_hash(&selector(&[])),
             "the hash itself sees the selector: the stripping is what hides it"
+        );
+        // What target_revision computes, as Flagger does: the scale-down key
+        // dropped, and no selector hashing as an empty one.
+        let flagger = |t: &PodTemplateSpec| {
+            flagger_hash::daemonset_pod_template_hash(&serde_json::to_value(t).unwrap())
+        };
+        assert_eq!(
+            flagger(&selector(&[("disk", "ssd"), scale_down])),
+            flagger(&selector(&[("disk", "ssd")]))
+        );
+        assert_eq!(flagger(&selector(&[scale_down])), flagger(&selector(&[])));
+        assert_ne!(
+            flagger(&selector(&[("disk", "ssd")])),
+            flagger(&selector(&[("disk", "hdd")]))
         );
     }
 }

@@ -11,8 +11,11 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serin_api::Canary;
 
+use super::flagger_hash;
 use super::set_primary_metadata;
-use super::template::{get_target, primary_pod_template, template_hash};
+use super::template::{
+    flagger_template_hash, get_target, get_target_with_template, primary_pod_template,
+};
 use super::{Readiness, TargetRevision, WorkloadController, WorkloadOptions, primary_name};
 use crate::configs::TrackedConfigs;
 use crate::error::{Error, Result};
@@ -293,11 +296,13 @@ impl WorkloadController for DeploymentController {
     }
 
     async fn target_revision(&self, canary: &Canary) -> Result<TargetRevision> {
-        let target = self.target(canary).await?;
+        let ns = labels::namespace_of(canary)?;
+        let (target, template) =
+            get_target_with_template(&self.api(canary)?, KIND, &ns, &canary.spec.target_ref.name)
+                .await?;
         let configs = self.configs(canary, &target).await?;
-        let template = target.spec.map(|s| s.template).unwrap_or_default();
         Ok(TargetRevision {
-            spec_hash: template_hash(&template),
+            spec_hash: flagger_template_hash(canary, flagger_hash::pod_template_hash(&template)),
             tracked_configs: configs.checksums(),
         })
     }

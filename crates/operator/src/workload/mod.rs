@@ -10,6 +10,7 @@ use crate::labels::LabelOptions;
 
 mod daemonset;
 mod deployment;
+pub mod flagger_hash;
 mod template;
 
 pub use daemonset::{

@@ -5,12 +5,15 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Client;
-use kube::api::{Api, ObjectMeta};
+use kube::api::{Api, GetParams, ObjectMeta};
+use serde_json::Value;
 use serin_api::Canary;
 
 use crate::configs::{TrackedConfigs, rewrite_to_primary};
 use crate::error::{Error, Result};
 use crate::labels::{self, LabelOptions, REVISION_ANNOTATION, SelectorLabel};
+
+use super::flagger_hash;
 
 /// A target's pods as the routers see them: the label that selects them and their
 /// template (for port discovery).
@@ -93,9 +96,70 @@ where
         })
 }
 
-/// The hash serin compares with `status.lastAppliedSpec` to see a new revision.
+/// The hash serin compares with `status.lastAppliedSpec` to see a new revision:
+/// Flagger's own ([`flagger_hash`]), so a canary Flagger promoted is not a new
+/// revision when serin takes it over. Computed from the typed template, it cannot
+/// see fields newer than serin's Kubernetes types; the controllers hash the API
+/// server's JSON instead ([`get_target_with_template`]).
 pub fn template_hash(template: &PodTemplateSpec) -> String {
-    labels::compute_hash(template)
+    let json = serde_json::to_value(template).unwrap_or(Value::Null);
+    flagger_hash::pod_template_hash(&json).hash
+}
+
+/// Reads a target as [`get_target`] does, with the JSON of its pod template as the
+/// API server sent it (`spec.template`), which Flagger's decoder reads whole: fields
+/// serin's k8s-openapi types drop still count in its hash.
+pub(crate) async fn get_target_with_template<K>(
+    api: &Api<K>,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(K, Value)>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let context = || {
+        format!(
+            "{} {} get query error",
+            kind.to_lowercase(),
+            labels::dotted(name, namespace)
+        )
+    };
+    let request = kube::core::Request::new(api.resource_url())
+        .get(name, &GetParams::default())
+        .map_err(|e| Error::kube(context(), kube::Error::BuildRequest(e)))?;
+    let raw: Value = match api.clone().into_client().request(request).await {
+        Ok(raw) => raw,
+        Err(kube::Error::Api(status)) if status.is_not_found() => {
+            return Err(Error::NotFound {
+                kind: kind.to_string(),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            });
+        }
+        Err(e) => return Err(Error::kube(context(), e)),
+    };
+    let template = raw
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let typed: K = serde_json::from_value(raw)
+        .map_err(|e| Error::kube(context(), kube::Error::SerdeError(e)))?;
+    Ok((typed, template))
+}
+
+/// Flagger's hash of the JSON pod template of a target; logs when serin cannot be
+/// sure it is the value Flagger would have recorded.
+pub(crate) fn flagger_template_hash(canary: &Canary, hash: flagger_hash::FlaggerHash) -> String {
+    if !hash.exact {
+        tracing::debug!(
+            canary = %canary.id(),
+            "the pod template's revision hash may differ from Flagger's for the same template \
+             (managed fields, an unusual timestamp or a value Go would reject): a canary taken \
+             over from Flagger sees one new revision"
+        );
+    }
+    hash.hash
 }
 
 /// The primary's pod template: the target's, with the primary's selector label, its
