@@ -8,7 +8,9 @@
 #   scripts/compare-flagger.sh --golden   only the golden compatibility check (a test
 #                                         of the real suite: scripts/test.sh runs it)
 #   scripts/compare-flagger.sh --perf [--quick]
-#                                         only the performance comparison
+#                                         only the performance comparison (not the
+#                                         load generators'); SERIN_COMPARE_ONLY=serin
+#                                         (or flagger) measures one side again
 #
 # Golden: the seed scenarios on both operators; the objects each generated, its
 # events and the Canary status at each step, compared field by field; every
@@ -87,7 +89,7 @@ if [ "$mode" != golden ]; then
     "$PWD/target/compare/flagger.json" $quick
   say "performance comparison done in $((SECONDS - start))s; target/compare/flagger.json"
   down
-  if [ -x scripts/compare-loadgen.sh ]; then
+  if [ "$mode" = all ]; then
     scripts/compare-loadgen.sh
   fi
 fi

@@ -557,7 +557,12 @@ impl State {
             self.field_validation,
             &mut self.warnings,
         )?;
-        if spec_part(&new) != spec_part(&old) {
+        // As kube-apiserver's Deployment strategy: annotation changes bump a
+        // Deployment's generation too (they are copied to its ReplicaSets).
+        let annotations = |v: &Value| meta(v).and_then(|m| m.get("annotations")).cloned();
+        if spec_part(&new) != spec_part(&old)
+            || (rt.is("apps", "deployments") && annotations(&new) != annotations(&old))
+        {
             let generation = meta(&old)
                 .and_then(|m| m.get("generation"))
                 .and_then(Value::as_i64)

@@ -191,6 +191,19 @@ async fn generation_follows_spec_only_and_status_subresource() {
         .await
         .unwrap();
     assert_eq!(d.metadata.generation, Some(2));
+    // As kube-apiserver does for a Deployment (its annotations are copied to its
+    // ReplicaSets): an annotation change bumps the generation too. A real API server
+    // showed it: an operator that dropped the deployment controller's revision
+    // annotation kept its primary from ever being observed rolled out.
+    let d = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"team": "web"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.generation, Some(3), "annotation changes bump it");
 
     // Status goes through the status subresource only (a Service: no simulated controller).
     let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(sb.client(), "default");
@@ -247,7 +260,7 @@ async fn generation_follows_spec_only_and_status_subresource() {
         )
         .await
         .unwrap();
-    assert_eq!(d.metadata.generation, Some(3));
+    assert_eq!(d.metadata.generation, Some(4));
     let c = &d.spec.unwrap().template.spec.unwrap().containers;
     assert_eq!(c.len(), 1);
     assert_eq!(
@@ -267,7 +280,7 @@ async fn generation_follows_spec_only_and_status_subresource() {
     .unwrap();
     let d = api.get("web").await.unwrap();
     assert_eq!(d.spec.unwrap().replicas, Some(5));
-    assert_eq!(d.metadata.generation, Some(4));
+    assert_eq!(d.metadata.generation, Some(5));
 }
 
 #[tokio::test]

@@ -378,7 +378,27 @@ fn audited_requests(audit: &Path, from: u64, user: &str) -> (u64, usize) {
     let mut f = std::fs::File::open(audit).expect("audit log");
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     if len < from {
-        return (len, 0); // rotated: count nothing rather than guess
+        // Rotated (kube-apiserver's --audit-log-maxsize): the rest of the old file,
+        // kept beside it as audit-TIMESTAMP.log, then the new one from its start.
+        let dir = audit.parent().expect("audit dir");
+        let mut rotated: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
+            })
+            .collect();
+        rotated.sort();
+        let (_, before) = match rotated.last() {
+            Some(old) => audited_requests(old, from, user),
+            None => (0, 0),
+        };
+        let (len, after) = audited_requests(audit, 0, user);
+        return (len, before + after);
     }
     f.seek(std::io::SeekFrom::Start(from)).expect("seek");
     let mut text = String::new();
@@ -661,12 +681,28 @@ async fn compare_flagger(
     let sizes: &[usize] = if quick { &[20, 100] } else { &[100, 1000] };
     let window = Duration::from_secs(if quick { 30 } else { 60 });
     let samples = 20;
-    let mut figures: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
-    let mut put = |key: &'static str, who: &'static str, v: f64| {
-        figures.entry(key).or_default().insert(who, v);
-    };
     let logs = out.parent().expect("out dir").to_path_buf();
+    // SERIN_COMPARE_ONLY=flagger|serin measures one side again, keeping the other's
+    // figures from an earlier run in OUT.
+    let only = std::env::var("SERIN_COMPARE_ONLY").ok();
+    let mut figures: BTreeMap<String, BTreeMap<String, f64>> = if only.is_some() {
+        std::fs::read_to_string(out)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
+    let mut put = |key: &str, who: &str, v: f64| {
+        figures
+            .entry(key.to_string())
+            .or_default()
+            .insert(who.to_string(), v);
+    };
     for c in [&flagger, &serin] {
+        if only.as_deref().is_some_and(|o| o != c.name) {
+            continue;
+        }
         let ns = format!("bench-{}", c.name);
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
         let n = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("ns");

@@ -116,6 +116,17 @@ pub(crate) fn set_primary_metadata(
     let mut annotations =
         labels::include_by_prefix(target.annotations.as_ref(), &opts.include_label_prefix);
     annotations.remove(labels::KUBECTL_LAST_APPLIED);
+    // Annotations Kubernetes itself keeps on the primary stay: the deployment
+    // controller's revision, the DaemonSet registry's template generation. Removing
+    // one bumps a Deployment's generation (annotation changes do, as spec changes),
+    // the controller writes it back, and the primary is never seen rolled out.
+    for (k, v) in meta.annotations.iter().flatten() {
+        if k.starts_with("deployment.kubernetes.io/")
+            || k == "deprecated.daemonset.template.generation"
+        {
+            annotations.insert(k.clone(), v.clone());
+        }
+    }
     meta.annotations = Some(annotations).filter(|a| !a.is_empty());
     let owner = labels::owner_reference(canary)?;
     let mut owners: Vec<_> = meta

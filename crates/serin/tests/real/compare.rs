@@ -1047,8 +1047,8 @@ fn migrate(_gate: &Gate) {
         let now = must_get(ns, &format!("deployment/{c}-primary"));
         assert_eq!(
             now["metadata"]["generation"], primary["metadata"]["generation"],
-            "serin left {c}-primary's spec (and so its pods) as Flagger left it: {}",
-            now["spec"]
+            "serin left {c}-primary's spec (and so its pods) as Flagger left it:\nbefore {}\nafter {}\nmanaged fields {}",
+            primary["spec"], now["spec"], now["metadata"]["managedFields"]
         );
         let routes_now = get(ns, &format!("virtualservice.networking.istio.io/{c}"))
             .map(|v| v["spec"].clone())
