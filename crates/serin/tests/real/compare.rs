@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::live::{Rates, telemetry};
+use crate::scenarios::set_image;
 use crate::support::*;
 
 const FLAGGER_SIDE: &str = "flagger-side";
@@ -625,18 +626,6 @@ fn wait_phase_of(side: Side, c: &str, wanted: &str, op: &Running) {
     }
 }
 
-fn set_image(side: Side, c: &str, tag: &str) {
-    kubectl(&[
-        "-n",
-        side.ns(),
-        "set",
-        "image",
-        &format!("deployment/{c}"),
-        &format!("podinfod=ghcr.io/stefanprodan/podinfo:{tag}"),
-    ])
-    .expect_ok("set image");
-}
-
 /// One scenario on one side, its steps as a user takes them.
 fn run_scenario(
     side: Side,
@@ -651,24 +640,24 @@ fn run_scenario(
         "podinfo" => {
             wait_phase_of(side, "podinfo", "Initialized", op);
             snapshot(side, "podinfo", "1-initialized", &mut o);
-            set_image(side, "podinfo", "6.0.1");
+            set_image(side.ns(), "podinfo", "6.0.1");
             wait_phase_of(side, "podinfo", "Succeeded", op);
             snapshot(side, "podinfo", "2-promoted", &mut o);
             telemetry().set(ns, "podinfo", Rates::failing());
-            set_image(side, "podinfo", "6.0.2");
+            set_image(side.ns(), "podinfo", "6.0.2");
             wait_phase_of(side, "podinfo", "Failed", op);
             snapshot(side, "podinfo", "3-rolled-back", &mut o);
         }
         "abtest" | "bluegreen" => {
             wait_phase_of(side, scenario, "Initialized", op);
             snapshot(side, scenario, "1-initialized", &mut o);
-            set_image(side, scenario, "6.0.1");
+            set_image(side.ns(), scenario, "6.0.1");
             wait_phase_of(side, scenario, "Succeeded", op);
             snapshot(side, scenario, "2-promoted", &mut o);
         }
         "gated" => {
             wait_phase_of(side, "gated", "Initialized", op);
-            set_image(side, "gated", "6.0.1");
+            set_image(side.ns(), "gated", "6.0.1");
             wait_phase_of(side, "gated", "WaitingPromotion", op);
             snapshot(side, "gated", "1-held", &mut o);
             gate.held.fetch_add(1, Ordering::SeqCst);

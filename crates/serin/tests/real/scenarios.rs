@@ -118,7 +118,7 @@ fn assert_in_order(lines: &[String], wanted: &[String]) {
 }
 
 /// `kubectl set image`, as the seed guide releases a new version.
-fn set_image(ns: &str, deployment: &str, tag: &str) {
+pub(crate) fn set_image(ns: &str, deployment: &str, tag: &str) {
     kubectl(&[
         "-n",
         ns,
