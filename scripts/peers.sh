@@ -49,3 +49,54 @@ peers_flagger() {
   SERIN_HEY="$(go_tool tests/flagger github.com/rakyll/hey hey)"
   export SERIN_FLAGGER SERIN_FLAGGER_MODULE SERIN_HEY
 }
+
+# Flux's controllers from the Go modules tests/flux pins (the releases flux2 v2.9.5's
+# go.mod names) and its CLI from the flux2 module tests/sources pins, the CRDs from the
+# controllers' modules, Istio's charts from the istio.io/istio module tests/sources
+# pins:
+#   SERIN_FLUX_SOURCE_CONTROLLER, SERIN_FLUX_KUSTOMIZE_CONTROLLER,
+#   SERIN_FLUX_HELM_CONTROLLER, SERIN_FLUX_CLI, SERIN_FLUX_CRDS (directories, ':'),
+#   SERIN_ISTIO_CHARTS (manifests/charts).
+# flux_cli: the flux CLI of the flux2 version tests/sources pins, built once into the
+# cache. cmd/flux embeds manifests that flux2's release build generates (they are not
+# in the module; only `flux install` and `flux bootstrap` read them, which the lab does
+# not use): the build runs in a copy of the module in the cache with an empty
+# placeholder there, with flux2's own go.mod and go.sum.
+flux_cli() {
+  local version bin src
+  version="$(cd tests/sources && go list -m -f "{{.Version}}" github.com/fluxcd/flux2/v2)"
+  bin="$serin_cache/flux-$version/flux"
+  if [ ! -x "$bin" ]; then
+    echo "building flux $version from its Go module (cached afterwards)" >&2
+    src="$serin_cache/flux-$version/src"
+    rm -rf "$src"
+    mkdir -p "$(dirname "$src")"
+    cp -r "$(module_dir tests/sources github.com/fluxcd/flux2/v2)" "$src"
+    chmod -R u+w "$src"
+    mkdir -p "$src/cmd/flux/manifests"
+    : >"$src/cmd/flux/manifests/placeholder.yaml"
+    local start=$SECONDS
+    (cd "$src" && go build -trimpath -o "$bin.tmp" ./cmd/flux)
+    mv "$bin.tmp" "$bin"
+    rm -rf "$src"
+    echo "built flux in $((SECONDS - start))s" >&2
+  fi
+  echo "$bin"
+}
+
+peers_flux() {
+  local m dirs=()
+  SERIN_FLUX_SOURCE_CONTROLLER="$(go_tool tests/flux github.com/fluxcd/source-controller source-controller)"
+  SERIN_FLUX_KUSTOMIZE_CONTROLLER="$(go_tool tests/flux github.com/fluxcd/kustomize-controller kustomize-controller)"
+  SERIN_FLUX_HELM_CONTROLLER="$(go_tool tests/flux github.com/fluxcd/helm-controller helm-controller)"
+  SERIN_FLUX_CLI="$(flux_cli)"
+  for m in source-controller kustomize-controller helm-controller; do
+    dirs+=("$(module_dir tests/flux "github.com/fluxcd/$m")/config/crd/bases")
+    [ -d "${dirs[-1]}" ] || { echo "Flux's CRDs not found in the $m module" >&2; return 1; }
+  done
+  SERIN_FLUX_CRDS="$(IFS=:; echo "${dirs[*]}")"
+  SERIN_ISTIO_CHARTS="$(module_dir tests/sources istio.io/istio)/manifests/charts"
+  [ -d "$SERIN_ISTIO_CHARTS/base" ] || { echo "Istio's charts not found in the istio.io/istio module" >&2; return 1; }
+  export SERIN_FLUX_SOURCE_CONTROLLER SERIN_FLUX_KUSTOMIZE_CONTROLLER SERIN_FLUX_HELM_CONTROLLER \
+    SERIN_FLUX_CLI SERIN_FLUX_CRDS SERIN_ISTIO_CHARTS
+}

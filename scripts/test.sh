@@ -62,23 +62,43 @@ stamp "real tier: building the peers (cached after the first run)"
 . scripts/peers.sh
 peers_cluster
 peers_flagger
-stamp "peers ready after $((SECONDS - start))s: $SERIN_CLUSTER_BIN, $SERIN_HELM, $SERIN_FLAGGER"
+peers_flux
+stamp "peers ready after $((SECONDS - start))s: $SERIN_CLUSTER_BIN, $SERIN_HELM, $SERIN_FLAGGER, $(dirname "$SERIN_FLUX_CLI")"
+
+# The seeds' GitOps walkthrough under real Flux, on a control plane of its own, runs
+# beside the real tier and the Flagger comparison (all three spend most of their time
+# waiting out analysis intervals). Its output is shown when it ends; it runs in a
+# process group of its own, stopped if this script stops first.
+mkdir -p target
+lab_log=target/gitops-lab.log
+setsid scripts/gitops-lab.sh >"$lab_log" 2>&1 </dev/null &
+lab_pid=$!
+stamp "GitOps lab started (pid $lab_pid, output in $lab_log)"
 
 # A control plane of this run only (its own state file), stopped on exit.
 export SERIN_CLUSTER_STATE
 SERIN_CLUSTER_STATE="$(mktemp "${TMPDIR:-/tmp}/serin-test-cluster.XXXXXX")"
 rm -f "$SERIN_CLUSTER_STATE"
-trap 'scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+trap 'kill -TERM -- "-$lab_pid" 2>/dev/null || true; scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 eval "$(scripts/cluster.sh up)"
 export SERIN_REAL_KUBECONFIG="$KUBECONFIG"
 SERIN_REAL_CLUSTER_DIR="$(cat "$SERIN_CLUSTER_STATE")"
 export SERIN_REAL_CLUSTER_DIR
 stamp "control plane up: $(kubectl version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1)"
-cargo test -p serin --test real --locked -- --ignored --test-threads=3 --skip compare::
+cargo test -p serin --test real --locked -- --ignored --test-threads=3 --skip compare:: --skip gitops::
 scripts/cluster.sh down >/dev/null
 stamp "real tier done after $((SECONDS - start))s"
 
 # Flagger side by side on a control plane of its own, with Flagger's CRDs: the golden
 # compatibility check (the performance half is `scripts/compare-flagger.sh --perf`).
 scripts/compare-flagger.sh --golden
-stamp "Flagger comparison done; whole test command took $((SECONDS - start))s"
+stamp "Flagger comparison done after $((SECONDS - start))s"
+
+lab_status=0
+wait "$lab_pid" || lab_status=$?
+cat "$lab_log"
+if [ "$lab_status" != 0 ]; then
+  stamp "the GitOps lab failed (exit $lab_status); its output is above and in $lab_log"
+  exit 1
+fi
+stamp "GitOps lab done; whole test command took $((SECONDS - start))s"

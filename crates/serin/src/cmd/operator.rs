@@ -105,7 +105,18 @@ pub(crate) async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube:
             .await
             .context("no Kubernetes configuration found (in cluster, $KUBECONFIG or ~/.kube/config); pass --kubeconfig")?,
     };
-    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+    kube::Client::try_from(with_user_agent(config)).context("cannot build the Kubernetes client")
+}
+
+/// serin names itself to the API server: its User-Agent is the field manager of
+/// every write that names none (kubectl shows "serin" in managedFields, as "flagger"
+/// for Flagger), and the user in audit logs' userAgent.
+fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("serin/", env!("CARGO_PKG_VERSION"))),
+    ));
+    config
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {

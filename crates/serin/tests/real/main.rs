@@ -11,6 +11,7 @@
 //! that restarts the API server takes the cluster for itself.
 
 mod compare;
+mod gitops;
 mod live;
 mod manifests;
 mod scenarios;

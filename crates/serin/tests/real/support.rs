@@ -545,15 +545,27 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn start(ns: &str) -> EventLog {
+        let c = cluster();
+        EventLog::start_with(
+            &c.kubeconfig,
+            c.dir.path(),
+            ns,
+            "involvedObject.kind=Canary",
+        )
+    }
+
+    /// The same on any cluster (`kubeconfig`'s) for the events `selector` selects,
+    /// its output file in `dir`.
+    pub fn start_with(kubeconfig: &Path, dir: &Path, ns: &str, selector: &str) -> EventLog {
         static N: AtomicU32 = AtomicU32::new(0);
-        let file = cluster().dir.path().join(format!(
+        let file = dir.join(format!(
             "events-{ns}-{}.txt",
             N.fetch_add(1, Ordering::SeqCst)
         ));
         let mut cmd = tied_to_this_process(Path::new(KUBECTL));
-        cmd.env("KUBECONFIG", &cluster().kubeconfig)
+        cmd.env("KUBECONFIG", kubeconfig)
             .args(["-n", ns, "get", "events", "--watch"])
-            .args(["--field-selector", "involvedObject.kind=Canary"])
+            .args(["--field-selector", selector])
             .args(["-o", "jsonpath={.count} {.type} {.message}{\"\\n\"}"])
             .env("TIED_STDOUT", &file)
             .stderr(Stdio::null());
