@@ -1194,3 +1194,156 @@ spec:
         tail(&op.logs(), 20)
     );
 }
+
+/// `serin ARGS -n NS --by tester` as the cluster's admin.
+fn ask(ns: &str, args: &[&str]) -> Output {
+    run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_serin"))
+            .args(args)
+            .args(["-n", ns, "--by", "tester"])
+            .env("KUBECONFIG", &cluster().kubeconfig),
+        MINUTE,
+    )
+}
+
+/// `kubectl serin ARGS`: the same binary linked as kubectl-serin, found by kubectl's
+/// plugin lookup on PATH.
+fn plugin(args: &[&str]) -> Output {
+    let bin = cluster().dir.path().join("plugin-bin");
+    if !bin.join("kubectl-serin").exists() {
+        std::fs::create_dir_all(&bin).expect("plugin dir");
+        let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_serin"), bin.join("kubectl-serin"));
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run_bounded(
+        std::process::Command::new(KUBECTL)
+            .arg("serin")
+            .args(args)
+            .env("PATH", path)
+            .env("KUBECONFIG", &cluster().kubeconfig),
+        MINUTE,
+    )
+}
+
+fn wait_event(events: &EventLog, what: &str, f: impl Fn(&str) -> bool) -> String {
+    wait_for(what, MINUTE, || {
+        events.messages().into_iter().find(|m| f(m))
+    })
+}
+
+#[test]
+#[ignore = "real tier: needs scripts/cluster.sh (run by scripts/test.sh)"]
+fn serin_cli_pauses_resumes_aborts_retries_and_promotes_a_live_rollout() {
+    let _shared = shared();
+    let ns = Namespace::new("manual");
+    let n = ns.name.as_str();
+    let events = EventLog::start(n);
+    telemetry().set(n, "podinfo", Rates::healthy());
+    apply(n, &app("podinfo"));
+    apply(n, &long_canary());
+    let op = Operator::start(n, &[]);
+    wait_phase(n, "podinfo", "Initialized", MINUTE, &op);
+    new_version(n);
+    wait_for("canary weight 10", MINUTE, || {
+        (canary_weight(n) >= 10).then_some(())
+    });
+
+    // pause: the command returns once serin acted (from its watch), the event names
+    // who asked and why.
+    let asked = Instant::now();
+    let out = ask(n, &["pause", "podinfo", "--reason", "checking latency"]);
+    assert!(out.ok(), "pause: {}{}", out.stdout, out.stderr);
+    println!("pause acted on in {:?}", asked.elapsed());
+    let paused = wait_event(&events, "the Paused event", |m| {
+        m.starts_with(&format!("Paused podinfo.{n} at canary weight "))
+            && m.ends_with(", requested by tester: checking latency")
+    });
+    let at: i64 = paused
+        .trim_start_matches(&format!("Paused podinfo.{n} at canary weight "))
+        .split(',')
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("the weight in the Paused event");
+    let out = run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_serin"))
+            .args(["status", "podinfo", "-n", n])
+            .env("KUBECONFIG", &cluster().kubeconfig),
+        MINUTE,
+    );
+    assert!(
+        out.stdout.contains("PAUSED since"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = plugin(&["status", "-A"]);
+    println!("$ kubectl serin status -A\n{}", out.stdout);
+    assert!(
+        out.ok() && out.stdout.contains(&format!("{n}/podinfo  Progressing")),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(canary_weight(n), at, "the weight is held while paused");
+
+    // resume: the analysis goes on from the weight it was paused at.
+    let out = ask(n, &["resume", "podinfo"]);
+    assert!(out.ok(), "resume: {}{}", out.stdout, out.stderr);
+    wait_for("the weight to move on", MINUTE, || {
+        (canary_weight(n) > at).then_some(())
+    });
+
+    // abort: rolled back now, the primary untouched.
+    let asked = Instant::now();
+    let out = ask(n, &["abort", "podinfo", "--reason", "bad latency"]);
+    assert!(out.ok(), "abort: {}{}", out.stdout, out.stderr);
+    wait_phase(n, "podinfo", "Failed", MINUTE, &op);
+    println!("abort: Failed {:?} after the request", asked.elapsed());
+    wait_event(&events, "the rollback event", |m| {
+        m == format!("Rolling back podinfo.{n} abort requested by tester: bad latency")
+    });
+    assert_eq!(canary_weight(n), 0);
+    assert_eq!(
+        image(n, "podinfo-primary"),
+        "ghcr.io/stefanprodan/podinfo:6.0.0"
+    );
+
+    // A request that does not fit the phase is refused and changes nothing.
+    let out = ask(n, &["promote", "podinfo"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("promote refused: no rollout is under way (phase Failed)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(phase(n, "podinfo"), "Failed");
+
+    // retry the failed revision, then promote it at once through the promotion path.
+    let out = ask(n, &["retry", "podinfo"]);
+    assert!(out.ok(), "retry: {}{}", out.stdout, out.stderr);
+    wait_phase(n, "podinfo", "Progressing", MINUTE, &op);
+    let out = ask(n, &["promote", "podinfo", "--reason", "hotfix"]);
+    assert!(out.ok(), "promote: {}{}", out.stdout, out.stderr);
+    wait_phase(n, "podinfo", "Succeeded", 2 * MINUTE, &op);
+    wait_event(&events, "the promotion event", |m| {
+        m == format!(
+            "Promotion of podinfo.{n} requested by tester: hotfix: skipping the remaining analysis"
+        )
+    });
+    assert_promoted_cleanly_after_rollback(n);
+}
+
+/// Promoted after an earlier rollback: the new version on the primary, the target
+/// scaled to zero.
+fn assert_promoted_cleanly_after_rollback(ns: &str) {
+    assert_eq!(
+        image(ns, "podinfo-primary"),
+        "ghcr.io/stefanprodan/podinfo:6.0.1"
+    );
+    assert_eq!(must_get(ns, "deployment/podinfo")["spec"]["replicas"], 0);
+}
