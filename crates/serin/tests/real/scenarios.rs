@@ -1195,15 +1195,24 @@ spec:
     );
 }
 
-/// `serin ARGS -n NS --by tester` as the cluster's admin.
+/// `serin ARGS -n NS --by tester` as the cluster's admin. The command returns once
+/// the operator gave its verdict; how long that took is printed.
 fn ask(ns: &str, args: &[&str]) -> Output {
-    run_bounded(
+    let asked = Instant::now();
+    let out = run_bounded(
         std::process::Command::new(env!("CARGO_BIN_EXE_serin"))
             .args(args)
             .args(["-n", ns, "--by", "tester"])
             .env("KUBECONFIG", &cluster().kubeconfig),
         MINUTE,
-    )
+    );
+    println!(
+        "serin {}: verdict after {:?} ({})",
+        args.join(" "),
+        asked.elapsed(),
+        out.stdout.lines().next().unwrap_or(out.stderr.trim())
+    );
+    out
 }
 
 /// `kubectl serin ARGS`: the same binary linked as kubectl-serin, found by kubectl's
@@ -1254,10 +1263,8 @@ fn serin_cli_pauses_resumes_aborts_retries_and_promotes_a_live_rollout() {
 
     // pause: the command returns once serin acted (from its watch), the event names
     // who asked and why.
-    let asked = Instant::now();
     let out = ask(n, &["pause", "podinfo", "--reason", "checking latency"]);
     assert!(out.ok(), "pause: {}{}", out.stdout, out.stderr);
-    println!("pause acted on in {:?}", asked.elapsed());
     let paused = wait_event(&events, "the Paused event", |m| {
         m.starts_with(&format!("Paused podinfo.{n} at canary weight "))
             && m.ends_with(", requested by tester: checking latency")
