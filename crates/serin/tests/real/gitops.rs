@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 
 use crate::live::{Rates, telemetry};
 use crate::support::{
-    EventLog, ExpectOk, KUBECTL, Output, Tied, free_port, kubectl_with, repo_root, run_bounded,
-    tail, tied_to_this_process, token_kubeconfig,
+    EventLog, ExpectOk, Output, Tied, free_port, kubectl_stdin_with, kubectl_with, repo_root,
+    run_bounded, tail, tied_to_this_process, token_kubeconfig,
 };
 
 const PROD: &str = "prod";
@@ -264,26 +264,7 @@ impl Lab {
     }
 
     fn k_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(KUBECTL)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .expect("stdin");
-        let out = child.wait_with_output().expect("kubectl output");
-        Output {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+        kubectl_stdin_with(&self.kubeconfig, args, input)
     }
 
     /// `kubectl get -o json`, with the managed fields (who wrote what).
@@ -489,11 +470,15 @@ fn repository(src: &Path, work: &Path, bare: &Path, message: &str) {
     );
 }
 
-/// One Flux controller as its own process, logging into `logs`.
+/// One Flux controller as its own process, watching every namespace, its metrics and
+/// health endpoints on free loopback ports, logging into `logs`.
 fn controller(bin: &Path, args: &[String], kubeconfig: &Path, logs: &Path) -> Tied {
     let name = bin.file_name().unwrap().to_string_lossy().into_owned();
     let mut cmd = tied_to_this_process(bin);
     cmd.args(args)
+        .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()))
+        .arg(format!("--health-addr=127.0.0.1:{}", free_port()))
+        .arg("--watch-all-namespaces")
         .env("KUBECONFIG", kubeconfig)
         .env("RUNTIME_NAMESPACE", FLUX_NS)
         .env("TIED_STDOUT", logs.join(format!("{name}.out")))
@@ -760,8 +745,7 @@ fn a_git_push_of_a_new_tag_ends_in_a_promoted_canary_and_a_failing_one_stays_rol
         "crd/helmreleases.helm.toolkit.fluxcd.io",
     ])
     .expect_ok("Flux CRDs established");
-    let addr = || format!("127.0.0.1:{}", free_port());
-    let storage = addr();
+    let storage = format!("127.0.0.1:{}", free_port());
     std::fs::create_dir_all(d.join("storage")).unwrap();
     let mut controllers = vec![
         controller(
@@ -770,33 +754,17 @@ fn a_git_push_of_a_new_tag_ends_in_a_promoted_canary_and_a_failing_one_stays_rol
                 format!("--storage-path={}", d.join("storage").display()),
                 format!("--storage-addr={storage}"),
                 format!("--storage-adv-addr={storage}"),
-                format!("--metrics-addr={}", addr()),
-                format!("--health-addr={}", addr()),
-                "--watch-all-namespaces".into(),
             ],
             &kubeconfig,
             &logs,
         ),
         controller(
             &bin("SERIN_FLUX_KUSTOMIZE_CONTROLLER"),
-            &[
-                format!("--metrics-addr={}", addr()),
-                format!("--health-addr={}", addr()),
-                "--watch-all-namespaces".into(),
-            ],
+            &[],
             &kubeconfig,
             &logs,
         ),
-        controller(
-            &bin("SERIN_FLUX_HELM_CONTROLLER"),
-            &[
-                format!("--metrics-addr={}", addr()),
-                format!("--health-addr={}", addr()),
-                "--watch-all-namespaces".into(),
-            ],
-            &kubeconfig,
-            &logs,
-        ),
+        controller(&bin("SERIN_FLUX_HELM_CONTROLLER"), &[], &kubeconfig, &logs),
     ];
     let flux_logs = |n: usize| {
         [

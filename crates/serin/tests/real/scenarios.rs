@@ -926,6 +926,21 @@ fn new_version(ns: &str) {
     set_image(ns, "podinfo", "6.0.1");
 }
 
+/// The long canary and its app in `ns`, an operator for it, initialized, then a new
+/// version rolled out up to canary weight `weight`.
+fn long_rollout_at(ns: &str, weight: i64) -> Operator {
+    telemetry().set(ns, "podinfo", Rates::healthy());
+    apply(ns, &app("podinfo"));
+    apply(ns, &long_canary());
+    let op = Operator::start(ns, &[]);
+    wait_phase(ns, "podinfo", "Initialized", MINUTE, &op);
+    new_version(ns);
+    wait_for(&format!("canary weight {weight}"), MINUTE, || {
+        (canary_weight(ns) >= weight).then_some(())
+    });
+    op
+}
+
 /// Whatever stopped, the rollout ends as it would have: promoted, the new version on
 /// the primary, no rollback.
 fn assert_promoted_cleanly(ns: &str) {
@@ -948,15 +963,7 @@ fn operator_killed_mid_rollout_resumes_where_it_was() {
     let ns = Namespace::new("sigkill");
     let n = ns.name.as_str();
     let routes = RouteLog::start(n);
-    telemetry().set(n, "podinfo", Rates::healthy());
-    apply(n, &app("podinfo"));
-    apply(n, &long_canary());
-    let mut op = Operator::start(n, &[]);
-    wait_phase(n, "podinfo", "Initialized", MINUTE, &op);
-    new_version(n);
-    wait_for("canary weight 20", MINUTE, || {
-        (canary_weight(n) >= 20).then_some(())
-    });
+    let mut op = long_rollout_at(n, 20);
     op.proc.signal("KILL");
     wait_for("the operator to die", MINUTE, || {
         (!op.proc.alive()).then_some(())
@@ -1049,15 +1056,7 @@ fn api_server_restart_mid_rollout_loses_nothing() {
     let ns = Namespace::new("restart");
     let n = ns.name.as_str();
     let routes = RouteLog::start(n);
-    telemetry().set(n, "podinfo", Rates::healthy());
-    apply(n, &app("podinfo"));
-    apply(n, &long_canary());
-    let op = Operator::start(n, &[]);
-    wait_phase(n, "podinfo", "Initialized", MINUTE, &op);
-    new_version(n);
-    wait_for("canary weight 20", MINUTE, || {
-        (canary_weight(n) >= 20).then_some(())
-    });
+    let op = long_rollout_at(n, 20);
     let pid = std::fs::read_to_string(Path::new(&dir).join("kube-apiserver.pid"))
         .expect("the API server's pid file");
     let pid = pid.trim();
@@ -1251,15 +1250,7 @@ fn serin_cli_pauses_resumes_aborts_retries_and_promotes_a_live_rollout() {
     let ns = Namespace::new("manual");
     let n = ns.name.as_str();
     let events = EventLog::start(n);
-    telemetry().set(n, "podinfo", Rates::healthy());
-    apply(n, &app("podinfo"));
-    apply(n, &long_canary());
-    let op = Operator::start(n, &[]);
-    wait_phase(n, "podinfo", "Initialized", MINUTE, &op);
-    new_version(n);
-    wait_for("canary weight 10", MINUTE, || {
-        (canary_weight(n) >= 10).then_some(())
-    });
+    let op = long_rollout_at(n, 10);
 
     // pause: the command returns once serin acted (from its watch), the event names
     // who asked and why.

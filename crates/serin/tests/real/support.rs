@@ -318,8 +318,13 @@ pub fn kubectl(args: &[&str]) -> Output {
 
 /// kubectl as the cluster's admin, with a manifest on stdin (`kubectl apply -f -`).
 pub fn kubectl_stdin(args: &[&str], input: &str) -> Output {
+    kubectl_stdin_with(&cluster().kubeconfig, args, input)
+}
+
+/// The same with any kubeconfig.
+pub fn kubectl_stdin_with(kubeconfig: &Path, args: &[&str], input: &str) -> Output {
     let mut child = Command::new(KUBECTL)
-        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
