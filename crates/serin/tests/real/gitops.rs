@@ -177,12 +177,13 @@ fn serve(stream: TcpStream, git_root: &Path, charts: &Path, calls: &Calls) {
         let (status, headers, body) = git_http_backend(git_root, rest, &req);
         respond(stream, &status, &headers, &body);
     } else if let Some(name) = req.path.strip_prefix("/charts/") {
-        let file = charts.join(name);
-        match std::fs::read(&file) {
-            Ok(b) if !name.contains("..") && !name.contains('/') => {
-                respond(stream, "200 OK", &[], &b)
-            }
-            _ => respond(stream, "404 Not Found", &[], b"not found"),
+        // A file of the repository's own directory, nothing outside it.
+        let file = (!name.contains("..") && !name.contains('/'))
+            .then(|| std::fs::read(charts.join(name)).ok())
+            .flatten();
+        match file {
+            Some(b) => respond(stream, "200 OK", &[], &b),
+            None => respond(stream, "404 Not Found", &[], b"not found"),
         }
     } else if req.path.starts_with("/hooks/") && req.method == "POST" {
         let body = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
