@@ -556,7 +556,13 @@ async fn handle_task(State(lt): State<LoadTester>, body: Bytes) -> Reply {
                 return r;
             }
             return lt
-                .run_command(&payload, cmd, Invocation::Bash(cmd.to_string()), "bash", opts)
+                .run_command(
+                    &payload,
+                    cmd,
+                    Invocation::Bash(cmd.to_string()),
+                    "bash",
+                    opts,
+                )
                 .await;
         }
         TaskType::Helm | TaskType::Kubectl => return lt.run_tool(&payload, task, cmd, opts).await,

@@ -170,7 +170,10 @@ async fn a_failing_or_hanging_kubectl_task_is_a_500_with_its_output() {
     )
     .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
-    assert!(text.contains(r#"namespaces "INJECTED" not found"#), "{text}");
+    assert!(
+        text.contains(r#"namespaces "INJECTED" not found"#),
+        "{text}"
+    );
     // metadata.timeout bounds it: kubectl waits for a deletion that never comes.
     let (status, text) = post(
         &lt_url,
@@ -380,7 +383,12 @@ async fn namespace_regexp_answers_403_outside_the_namespaces_it_matches() {
     // reads as closed); approve and halt take no canary.
     let prod = json!({"name": "podinfo", "namespace": "prod"});
     let test = json!({"name": "podinfo", "namespace": "test"});
-    for path in ["/gate/open", "/rollback/open", "/gate/close", "/rollback/close"] {
+    for path in [
+        "/gate/open",
+        "/rollback/open",
+        "/gate/close",
+        "/rollback/close",
+    ] {
         let (status, _) = post(&format!("{lt_url}{path}"), &prod).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         let (status, _) = post(&format!("{lt_url}{path}"), &test).await;
@@ -434,7 +442,11 @@ async fn background_cmd_answers_202_at_once_and_still_bounds_the_command() {
 
     // A failing command still passes the webhook (Flagger's behaviour); the failure is
     // logged and counted when it ends. The timeout still stops a command.
-    let (status, _) = post(&lt_url, &hook("test", json!({"cmd": "ls /no/such/dir/serin"}))).await;
+    let (status, _) = post(
+        &lt_url,
+        &hook("test", json!({"cmd": "ls /no/such/dir/serin"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (status, _) = post(
         &lt_url,
@@ -469,5 +481,9 @@ async fn background_cmd_answers_202_at_once_and_still_bounds_the_command() {
     })
     .await;
     let (status, _) = post(&lt_url, &hook("test", json!({"cmd": "sleep 300"}))).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "bash is still off by default");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "bash is still off by default"
+    );
 }

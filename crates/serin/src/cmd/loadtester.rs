@@ -115,7 +115,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let namespace_regexp =
         serin_loadtester::server::namespace_regexp(args.namespace_regexp.as_deref().unwrap_or(""))
-            .map_err(|e| anyhow::anyhow!("--namespace-regexp is not a valid regular expression: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!("--namespace-regexp is not a valid regular expression: {e}")
+            })?;
     let addr = listen_addr(args.listen.as_deref(), args.port)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

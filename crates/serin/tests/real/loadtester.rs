@@ -38,7 +38,9 @@ fn render(dir: &Path, values: &Path, ns: &str, template: &str) -> String {
             ]),
         Duration::from_secs(60),
     )
-    .expect_ok(&format!("helm template the load tester's chart: {template}"))
+    .expect_ok(&format!(
+        "helm template the load tester's chart: {template}"
+    ))
 }
 
 /// One webhook call: an HTTP/1.0 POST on 127.0.0.1, bounded in time.
@@ -148,9 +150,11 @@ fn flagger_task_types_against_the_api_server() {
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
     let _lt = Tied::spawn(cmd);
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("the load tester's /healthz", Duration::from_secs(30), || {
-        http_get(port, "/healthz").filter(|(c, _)| *c == 200)
-    });
+    wait_for(
+        "the load tester's /healthz",
+        Duration::from_secs(30),
+        || http_get(port, "/healthz").filter(|(c, _)| *c == 200),
+    );
 
     let chart_dir = dir.path().join("probe");
     std::fs::create_dir_all(chart_dir.join("templates")).unwrap();
@@ -258,7 +262,10 @@ fn flagger_task_types_against_the_api_server() {
     let (code, text) = post(
         port,
         "/",
-        &hook(n, json!({"type": "helmv3", "cmd": format!("uninstall lt -n {n}")})),
+        &hook(
+            n,
+            json!({"type": "helmv3", "cmd": format!("uninstall lt -n {n}")}),
+        ),
     );
     assert_eq!(code, 200, "{text}");
     assert!(get(n, "configmap/lt-probe").is_none());
