@@ -347,9 +347,29 @@ async fn helm_and_helmv3_tasks_run_the_real_helm() {
     .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
     assert!(text.contains("release: not found"), "{text}");
+    // Uninstalled: the release's objects are gone.
+    let (status, text) = post(
+        &lt_url,
+        &hook(
+            "test",
+            json!({"type": "helmv3", "cmd": format!("uninstall lt -n test {h}")}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, text) = post(
+        &lt_url,
+        &hook(
+            "test",
+            json!({"type": "kubectl", "cmd": format!("get configmap lt-probe -n test {}", cluster.kubectl_flags())}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
+    assert!(text.contains("not found"), "{text}");
     let m = lt.metrics_text();
     assert!(
-        m.contains(r#"serin_loadtester_commands_total{kind="helm"} 3"#),
+        m.contains(r#"serin_loadtester_commands_total{kind="helm"} 4"#),
         "{m}"
     );
     assert!(
