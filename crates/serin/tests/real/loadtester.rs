@@ -35,6 +35,10 @@ fn render(dir: &Path, values: &Path, ns: &str, template: &str) -> String {
                 values.to_str().unwrap(),
                 "--show-only",
                 template,
+                // The real API server's version (helm template's own default is
+                // older than the chart's kubeVersion).
+                "--kube-version",
+                "v1.37.2",
             ]),
         Duration::from_secs(60),
     )
