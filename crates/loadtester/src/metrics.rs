@@ -7,7 +7,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
-    /// `hey`, `cmd` or `bash`.
+    /// `hey`, `cmd`, `bash`, `helm` (`helm` and `helmv3` tasks) or `kubectl`.
     pub kind: String,
 }
 
@@ -15,7 +15,7 @@ pub struct Metrics {
     pub registry: Registry,
     /// Requests sent by the built-in hey.
     pub load_requests: Counter,
-    /// Commands started (hey runs, commands, bash commands).
+    /// Commands started (hey runs, commands, bash, helm and kubectl tasks).
     pub commands: Family<CommandLabels, Counter>,
     /// Commands that failed (non-zero exit, timeout, cannot start, hey errors).
     pub commands_failed: Family<CommandLabels, Counter>,
@@ -34,12 +34,12 @@ impl Default for Metrics {
         );
         registry.register(
             "serin_loadtester_commands",
-            "Commands run by the load tester, by kind (hey, cmd, bash)",
+            "Commands run by the load tester, by kind (hey, cmd, bash, helm, kubectl)",
             commands.clone(),
         );
         registry.register(
             "serin_loadtester_commands_failed",
-            "Commands that failed, by kind (hey, cmd, bash)",
+            "Commands that failed, by kind (hey, cmd, bash, helm, kubectl)",
             commands_failed.clone(),
         );
         Metrics {

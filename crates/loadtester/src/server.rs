@@ -38,6 +38,16 @@ pub struct Config {
     pub command_timeout: Duration,
     /// Where hey may send load (`--allow-target`); see [`crate::targets`].
     pub allow_target: Vec<crate::targets::AllowedTarget>,
+    /// Flagger's `-namespace-regexp`: when set, webhooks and gates only answer canaries
+    /// whose namespace it matches (unanchored, as Go's `MatchString`); others get 403.
+    pub namespace_regexp: Option<regex::Regex>,
+    /// Flagger's answer to a `type: cmd` command: 202 at once, the command run in the
+    /// background with only the log telling how it ended (`--background-cmd`).
+    pub background_cmd: bool,
+    /// The program `type: helm` and `type: helmv3` run (Flagger runs `helm` from PATH).
+    pub helm: String,
+    /// The program `type: kubectl` runs.
+    pub kubectl: String,
 }
 
 impl Default for Config {
@@ -51,8 +61,21 @@ impl Default for Config {
                 .iter()
                 .filter_map(|t| crate::targets::AllowedTarget::parse(t).ok())
                 .collect(),
+            namespace_regexp: None,
+            background_cmd: false,
+            helm: "helm".into(),
+            kubectl: "kubectl".into(),
         }
     }
+}
+
+/// Compiles `--namespace-regexp` (Flagger's `-namespace-regexp`): empty means every
+/// namespace, as in Flagger. The syntax is RE2's, which Go's regexp also uses.
+pub fn namespace_regexp(text: &str) -> Result<Option<regex::Regex>, regex::Error> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    regex::Regex::new(text).map(Some)
 }
 
 /// The load tester: configuration, gates, running load tests and metrics. Cheap to clone.
@@ -65,7 +88,8 @@ struct Inner {
     config: Config,
     gates: Gates,
     metrics: Metrics,
-    /// `name.namespace command` of every load test running in the background.
+    /// `name.namespace command` of every load test (and, with `--background-cmd`,
+    /// command) running in the background.
     running: Mutex<HashSet<String>>,
 }
 
@@ -153,7 +177,7 @@ impl LoadTester {
             .await
     }
 
-    /// Load tests running in the background, as `name.namespace command`.
+    /// Load tests (and background commands) running, as `name.namespace command`.
     pub fn running(&self) -> Vec<String> {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<String> = running.iter().cloned().collect();
@@ -304,12 +328,9 @@ impl LoadTester {
         payload: &WebhookPayload,
         cmd: &str,
         invocation: Invocation,
+        kind: &'static str,
         opts: RunOptions,
     ) -> Reply {
-        let kind = match invocation {
-            Invocation::Bash(_) => "bash",
-            Invocation::Direct(_) => "cmd",
-        };
         let canary = payload.canary();
         self.inner.metrics.command_started(kind);
         info!(canary = %canary, cmd = %cmd, "{kind} command {cmd}");
@@ -334,6 +355,131 @@ impl LoadTester {
                     format!("command {cmd} failed: {e}"),
                 )
             }
+        }
+    }
+}
+
+impl LoadTester {
+    /// Flagger's `helm`, `helmv3` and `kubectl` task types: the program with
+    /// `metadata.cmd`'s words as its arguments, waited for. As in Flagger the words are
+    /// split at whitespace only (Go's `strings.Fields`: quotes reach the program as
+    /// written) and no shell is involved. Like any command other than hey they need
+    /// `--enable-bash`, and with `--allow-cmd` the line `helm ARGS` / `kubectl ARGS`
+    /// must start with one of the prefixes.
+    async fn run_tool(
+        &self,
+        payload: &WebhookPayload,
+        task: TaskType,
+        cmd: &str,
+        opts: RunOptions,
+    ) -> Reply {
+        let config = &self.inner.config;
+        let (name, program) = match task {
+            TaskType::Helm => ("helm", config.helm.as_str()),
+            _ => ("kubectl", config.kubectl.as_str()),
+        };
+        let args: Vec<String> = cmd.split_whitespace().map(String::from).collect();
+        let line = format!("{name} {}", args.join(" "));
+        if let Err(r) = self.command_allowed(false, &line, name) {
+            warn!(canary = %payload.canary(), cmd = %line, "command refused: {}", r.1);
+            return r;
+        }
+        let mut words = Vec::with_capacity(args.len() + 1);
+        words.push(program.to_string());
+        words.extend(args);
+        self.run_command(payload, &line, Invocation::Direct(words), name, opts)
+            .await
+    }
+
+    /// `--background-cmd`: Flagger's answer to a `type: cmd` command, 202 at once while
+    /// it runs in the background (with the same timeout, process group and output cap
+    /// as a waited-for command; how it ended is only logged and counted). The same
+    /// command for the same canary is not started again while it runs.
+    fn start_background_command(
+        &self,
+        payload: &WebhookPayload,
+        cmd: &str,
+        invocation: Invocation,
+        opts: RunOptions,
+    ) -> Reply {
+        let canary = payload.canary();
+        let key = format!("{canary} {cmd}");
+        {
+            let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            if !running.insert(key.clone()) {
+                info!(canary = %canary, cmd = %cmd, "command skipped, {cmd} is already running");
+                return reply(StatusCode::ACCEPTED, format!("already running: {cmd}"));
+            }
+        }
+        let guard = RunningGuard {
+            inner: self.inner.clone(),
+            key,
+        };
+        let lt = self.clone();
+        let payload = payload.clone();
+        let line = cmd.to_string();
+        tokio::spawn(async move {
+            let _guard = guard;
+            lt.run_command(&payload, &line, invocation, "cmd", opts)
+                .await;
+        });
+        reply(
+            StatusCode::ACCEPTED,
+            format!("command started in the background: {cmd}"),
+        )
+    }
+
+    /// Flagger's `-namespace-regexp`: a canary whose namespace the expression does not
+    /// match (anywhere in it, as Go's `MatchString`) is answered 403, before anything
+    /// else is looked at.
+    fn namespace_allowed(&self, payload: &WebhookPayload) -> Result<(), Reply> {
+        match &self.inner.config.namespace_regexp {
+            Some(re) if !re.is_match(&payload.namespace) => {
+                warn!(
+                    canary = %payload.canary(),
+                    "refused: namespace {} does not match --namespace-regexp {}",
+                    payload.namespace,
+                    re.as_str()
+                );
+                Err(reply(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "Forbidden: namespace {:?} does not match the load tester's \
+                         --namespace-regexp {:?}",
+                        payload.namespace,
+                        re.as_str()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `metadata.type`: what runs the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskType {
+    /// The default: hey in process, any other program without a shell.
+    Cmd,
+    /// `bash -c`.
+    Bash,
+    /// Flagger's `helm` and `helmv3` (both run helm 3).
+    Helm,
+    /// Flagger's `kubectl`.
+    Kubectl,
+}
+
+impl TaskType {
+    fn parse(value: Option<&str>) -> Result<TaskType, Reply> {
+        match value {
+            None | Some("" | "cmd") => Ok(TaskType::Cmd),
+            Some("bash") => Ok(TaskType::Bash),
+            Some("helm" | "helmv3") => Ok(TaskType::Helm),
+            Some("kubectl") => Ok(TaskType::Kubectl),
+            Some(other) => Err(bad_request(format!(
+                "unknown task type metadata.type {other:?}: the load tester runs cmd (the \
+                 default), bash, helm, helmv3 and kubectl"
+            ))),
         }
     }
 }
@@ -365,6 +511,9 @@ async fn handle_task(State(lt): State<LoadTester>, body: Bytes) -> Reply {
         Ok(p) => p,
         Err(e) => return bad_request(format!("invalid webhook payload: {e}")),
     };
+    if let Err(r) = lt.namespace_allowed(&payload) {
+        return r;
+    }
     if payload.metadata.is_empty() {
         return bad_request("metadata not found in payload: put the command in metadata.cmd");
     }
@@ -376,14 +525,9 @@ async fn handle_task(State(lt): State<LoadTester>, body: Bytes) -> Reply {
     else {
         return bad_request("metadata.cmd is missing: it holds the command to run");
     };
-    let is_bash = match payload.metadata.get("type").map(String::as_str) {
-        None | Some("" | "cmd") => false,
-        Some("bash") => true,
-        Some(other) => {
-            return bad_request(format!(
-                "unknown task type metadata.type {other:?}: the load tester runs cmd (the default) and bash"
-            ));
-        }
+    let task = match TaskType::parse(payload.metadata.get("type").map(String::as_str)) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let timeout = match payload.metadata.get("timeout") {
         None => lt.inner.config.command_timeout,
@@ -405,19 +549,30 @@ async fn handle_task(State(lt): State<LoadTester>, body: Bytes) -> Reply {
         (Err(r), _) | (_, Err(r)) => return r,
     };
 
-    if is_bash {
-        if let Err(r) = lt.command_allowed(true, cmd, "bash") {
-            warn!(canary = %payload.canary(), cmd = %cmd, "command refused: {}", r.1);
-            return r;
+    match task {
+        TaskType::Bash => {
+            if let Err(r) = lt.command_allowed(true, cmd, "bash") {
+                warn!(canary = %payload.canary(), cmd = %cmd, "command refused: {}", r.1);
+                return r;
+            }
+            return lt
+                .run_command(
+                    &payload,
+                    cmd,
+                    Invocation::Bash(cmd.to_string()),
+                    "bash",
+                    opts,
+                )
+                .await;
         }
-        return lt
-            .run_command(&payload, cmd, Invocation::Bash(cmd.to_string()), opts)
-            .await;
+        TaskType::Helm | TaskType::Kubectl => return lt.run_tool(&payload, task, cmd, opts).await,
+        TaskType::Cmd => {}
     }
     let words = match words::split(cmd) {
         Ok(w) => w,
         Err(e) => return bad_request(format!("cannot run metadata.cmd: {e}")),
     };
+    let background = lt.inner.config.background_cmd;
     if hey::is_hey_command(&words) {
         return match HeyArgs::parse_words(&words) {
             Ok(args) => {
@@ -428,7 +583,13 @@ async fn handle_task(State(lt): State<LoadTester>, body: Bytes) -> Reply {
                     warn!(canary = %payload.canary(), cmd = %cmd, "load test refused: {why}");
                     return reply(StatusCode::FORBIDDEN, why);
                 }
-                lt.start_load_test(&payload, cmd, args, opts)
+                let (status, text) = lt.start_load_test(&payload, cmd, args, opts);
+                if background && status == StatusCode::OK {
+                    // Flagger's answer to every `type: cmd` command.
+                    (StatusCode::ACCEPTED, text)
+                } else {
+                    (status, text)
+                }
             }
             Err(e) => bad_request(format!("invalid hey command: {e}")),
         };
@@ -437,7 +598,10 @@ async fn handle_task(State(lt): State<LoadTester>, body: Bytes) -> Reply {
         warn!(canary = %payload.canary(), cmd = %cmd, "command refused: {}", r.1);
         return r;
     }
-    lt.run_command(&payload, cmd, Invocation::Direct(words), opts)
+    if background {
+        return lt.start_background_command(&payload, cmd, Invocation::Direct(words), opts);
+    }
+    lt.run_command(&payload, cmd, Invocation::Direct(words), "cmd", opts)
         .await
 }
 
@@ -468,6 +632,9 @@ async fn gate_check(State(lt): State<LoadTester>, body: Bytes, kind: GateKind) -
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Err(r) = lt.namespace_allowed(&payload) {
+        return r;
+    }
     let canary = payload.canary();
     let open = lt.inner.gates.is_open(kind, &canary);
     info!(canary = %canary, "{canary} {} check: approved {open}", gate_label(kind));
@@ -483,6 +650,9 @@ async fn gate_set(State(lt): State<LoadTester>, body: Bytes, kind: GateKind, ope
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Err(r) = lt.namespace_allowed(&payload) {
+        return r;
+    }
     let canary = payload.canary();
     lt.inner.gates.set(kind, &canary, open);
     let what = if open { "opened" } else { "closed" };

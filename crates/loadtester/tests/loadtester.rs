@@ -513,7 +513,7 @@ async fn malformed_payloads_are_a_400_naming_the_problem() {
             "metadata.cmd is missing",
         ),
         (
-            json!({"name": "a", "namespace": "test", "metadata": {"cmd": "x", "type": "helm"}}),
+            json!({"name": "a", "namespace": "test", "metadata": {"cmd": "x", "type": "concord"}}),
             "unknown task type",
         ),
         (

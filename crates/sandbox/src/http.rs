@@ -231,7 +231,7 @@ impl Sandbox {
             Verb::List => self.list(&target, &query, shape, headers),
             Verb::Get => self.get(&target, &query, shape),
             Verb::Create => self.create(&target, &query, headers, &body, &mut warnings),
-            Verb::Update => self.update(&target, &query, &body, &mut warnings),
+            Verb::Update => self.update(&target, &query, headers, &body, &mut warnings),
             Verb::Patch => self.patch(&target, &query, headers, &body, &mut warnings),
             Verb::Delete => self.delete(&target, &query, &body),
             Verb::DeleteCollection => self.delete_collection(&target, &query, &body),
@@ -428,12 +428,22 @@ impl Sandbox {
         &self,
         t: &Target,
         q: &Query,
+        headers: &HeaderMap,
         body: &Bytes,
         warnings: &mut Vec<String>,
     ) -> ApiResult<(u16, Value)> {
         self.check_sub(t)?;
         let (ns, name) = Self::ns_name(t);
-        let body = parse_json(body)?;
+        // Typed clients update in protobuf as they create (helm's release Secrets).
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or_default();
+        let body = if ct.starts_with("application/vnd.kubernetes.protobuf") {
+            crate::proto::decode(body)?
+        } else {
+            parse_json(body)?
+        };
         let no_rv = body
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -569,6 +579,9 @@ impl Sandbox {
     fn delete_options(q: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {
         let opts = if body.iter().all(u8::is_ascii_whitespace) {
             json!({})
+        } else if body.starts_with(b"k8s\0") {
+            // A typed client's DeleteOptions in protobuf.
+            crate::proto::decode(body)?
         } else {
             parse_json(body)?
         };

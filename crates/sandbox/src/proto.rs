@@ -1,6 +1,7 @@
 //! Just enough of Kubernetes' protobuf encoding to read what kubectl's typed clients send
 //! (`kubectl create namespace|configmap|secret|serviceaccount|deployment|service`,
-//! `kubectl expose`); the sandbox always answers in JSON, which those clients also accept.
+//! `kubectl expose`, helm's release Secrets, created then updated); the sandbox always
+//! answers in JSON, which those clients also accept.
 //! Field numbers are those of k8s.io/api's `generated.proto`; fields not listed here are
 //! skipped.
 
@@ -343,6 +344,9 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
             _ => {}
         }
     }
+    if kind == "DeleteOptions" {
+        return delete_options(raw);
+    }
     let typed = match kind.as_str() {
         "Deployment" => Some(DEPLOYMENT),
         "Service" => Some(SERVICE),
@@ -392,6 +396,40 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
     Ok(Value::Object(obj))
 }
 
+/// The body of a typed client's DELETE (helm purging its release Secrets).
+fn delete_options(b: &[u8]) -> ApiResult<Value> {
+    let mut m = Map::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (2, Field::Bytes(x)) => {
+                let mut p = Map::new();
+                for (n, f) in fields(x)? {
+                    match (n, f) {
+                        (1, Field::Bytes(u)) => drop(p.insert("uid".into(), string(u).into())),
+                        (2, Field::Bytes(rv)) => {
+                            drop(p.insert("resourceVersion".into(), string(rv).into()))
+                        }
+                        _ => {}
+                    }
+                }
+                m.insert("preconditions".into(), Value::Object(p));
+            }
+            (3, Field::Varint(v)) => drop(m.insert("orphanDependents".into(), (v != 0).into())),
+            (4, Field::Bytes(x)) if !x.is_empty() => {
+                drop(m.insert("propagationPolicy".into(), string(x).into()))
+            }
+            (5, Field::Bytes(x)) => m
+                .entry("dryRun")
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+                .map(|a| a.push(string(x).into()))
+                .unwrap_or_default(),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,5 +465,17 @@ mod tests {
         let body = [b"k8s\0".to_vec(), ld(1, &tm), ld(2, &raw)].concat();
         assert_eq!(decode(&body).unwrap()["data"]["k"], "v");
         assert!(decode(b"nope").is_err());
+    }
+
+    #[test]
+    fn decodes_delete_options() {
+        let tm = [ld(1, b"meta.k8s.io/v1"), ld(2, b"DeleteOptions")].concat();
+        let raw = [ld(2, &ld(2, b"42")), ld(4, b"Foreground"), ld(5, b"All")].concat();
+        let body = [b"k8s\0".to_vec(), ld(1, &tm), ld(2, &raw)].concat();
+        assert_eq!(
+            decode(&body).unwrap(),
+            json!({"preconditions": {"resourceVersion": "42"},
+                   "propagationPolicy": "Foreground", "dryRun": ["All"]})
+        );
     }
 }

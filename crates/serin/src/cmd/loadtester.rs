@@ -35,6 +35,22 @@ pub struct Args {
     /// 172.16.0.0/12, 192.168.0.0/16, fd00::/8). Others are refused with a 403
     #[arg(long = "allow-target", value_name = "HOST|.DOMAIN|CIDR", value_parser = serin_loadtester::targets::AllowedTarget::parse)]
     allow_target: Vec<serin_loadtester::targets::AllowedTarget>,
+    /// Answer only canaries whose namespace this regular expression matches (anywhere
+    /// in the name, as Flagger's -namespace-regexp: write ^test$ for exactly one); the
+    /// others get 403 on webhooks and gates. Empty: every namespace
+    #[arg(long, value_name = "REGEXP")]
+    namespace_regexp: Option<String>,
+    /// Answer `type: cmd` webhooks with 202 at once and run the command in the
+    /// background, as Flagger's load tester does (its result then only goes to the log).
+    /// By default the answer waits for the command and carries its result
+    #[arg(long)]
+    background_cmd: bool,
+    /// The program `type: helm` and `type: helmv3` webhooks run
+    #[arg(long, value_name = "PATH", default_value = "helm")]
+    helm: String,
+    /// The program `type: kubectl` webhooks run
+    #[arg(long, value_name = "PATH", default_value = "kubectl")]
+    kubectl: String,
     /// Log level when RUST_LOG is not set
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -97,6 +113,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.allow_cmd.is_empty() && !args.enable_bash {
         tracing::warn!("--allow-cmd has no effect without --enable-bash: only hey commands run");
     }
+    let namespace_regexp =
+        serin_loadtester::server::namespace_regexp(args.namespace_regexp.as_deref().unwrap_or(""))
+            .map_err(|e| {
+                anyhow::anyhow!("--namespace-regexp is not a valid regular expression: {e}")
+            })?;
     let addr = listen_addr(args.listen.as_deref(), args.port)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -111,6 +132,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             args.allow_target
         },
+        namespace_regexp,
+        background_cmd: args.background_cmd,
+        helm: args.helm,
+        kubectl: args.kubectl,
     };
     tracing::info!(
         address = %addr,
@@ -118,6 +143,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         allow_cmd = ?config.allow_cmd,
         token = config.token.is_some(),
         timeout = ?config.command_timeout,
+        namespace_regexp = config.namespace_regexp.as_ref().map_or("", |r| r.as_str()),
+        background_cmd = config.background_cmd,
         "Starting load tester v{} API on {addr}",
         env!("CARGO_PKG_VERSION")
     );
@@ -151,5 +178,48 @@ mod tests {
             "[::1]:80"
         );
         assert!(listen_addr(Some("localhost:x"), 80).is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(args: &[&str]) -> Args {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("loadtester").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .args
+    }
+
+    #[test]
+    fn flaggers_options_and_the_compatibility_mode_are_accepted() {
+        let a = parse(&[]);
+        assert_eq!(a.namespace_regexp, None);
+        assert!(!a.background_cmd, "waiting for a command stays the default");
+        assert_eq!((a.helm.as_str(), a.kubectl.as_str()), ("helm", "kubectl"));
+        // Flagger's chart passes `-namespace-regexp=` (main.rs turns the single dash
+        // into two) when its value is unset.
+        let a = parse(&["--namespace-regexp=", "--timeout=1h"]);
+        assert_eq!(a.namespace_regexp.as_deref(), Some(""));
+        let a = parse(&[
+            "--namespace-regexp=^(test|staging)$",
+            "--background-cmd",
+            "--helm=/opt/helm/helm",
+            "--kubectl=/opt/bin/kubectl",
+        ]);
+        assert_eq!(a.namespace_regexp.as_deref(), Some("^(test|staging)$"));
+        assert!(a.background_cmd);
+        assert_eq!(a.helm, "/opt/helm/helm");
+        assert_eq!(a.kubectl, "/opt/bin/kubectl");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_namespace_regexp_stops_the_start_naming_the_flag() {
+        let mut a = parse(&["--namespace-regexp=(unclosed", "--listen=127.0.0.1:0"]);
+        a.log_level = "off".into();
+        let err = run(a).await.unwrap_err().to_string();
+        assert!(err.contains("--namespace-regexp"), "{err}");
     }
 }

@@ -13,6 +13,7 @@
 mod compare;
 mod gitops;
 mod live;
+mod loadtester;
 mod manifests;
 mod scenarios;
 mod support;
