@@ -47,6 +47,7 @@
 //! aggregated discovery, no pagination (lists return everything), no managedFields, no CRD
 //! conversion webhooks.
 
+mod cel;
 mod convert;
 mod discovery;
 pub mod error;
@@ -69,7 +70,7 @@ use std::time::Duration;
 
 use serin_api::clock::Clock;
 
-pub use error::ApiError;
+pub use error::{ApiError, FieldError};
 pub use faults::{FaultRule, Faults, Verb};
 pub use http::SandboxBody;
 pub use patch::{PatchKind, apply_patch, strategic_merge};
