@@ -74,7 +74,8 @@ pub const STEP_WEIGHT_MESSAGE: &str = "stepWeight must not be above maxWeight";
 /// CEL rule on `analysis.stepWeights`: every weight above the one before (sorted, and
 /// each weight once).
 pub const STEP_WEIGHTS_RULE: &str = "self.isSorted() && self.all(w, self.exists_one(x, x == w))";
-pub const STEP_WEIGHTS_MESSAGE: &str = "stepWeights must increase: each weight above the one before";
+pub const STEP_WEIGHTS_MESSAGE: &str =
+    "stepWeights must increase: each weight above the one before";
 
 /// CEL rule on a metric's `thresholdRange`.
 pub const THRESHOLD_RANGE_RULE: &str = "!has(self.min) || !has(self.max) || self.min <= self.max";

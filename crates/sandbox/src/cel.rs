@@ -227,9 +227,7 @@ pub fn validate(s: &Value, v: &Value, path: &str, errors: &mut Vec<FieldError>) 
 /// without one).
 pub fn has_rules(s: &Value) -> bool {
     match s {
-        Value::Object(m) => {
-            m.contains_key("x-kubernetes-validations") || m.values().any(has_rules)
-        }
+        Value::Object(m) => m.contains_key("x-kubernetes-validations") || m.values().any(has_rules),
         Value::Array(a) => a.iter().any(has_rules),
         _ => false,
     }
@@ -249,17 +247,17 @@ mod tests {
     #[test]
     fn rules_hold_fail_or_are_skipped() {
         let schema = json!({"type": "object",
-            "x-kubernetes-validations": [
-                {"rule": "!has(self.a) || !has(self.b) || self.a <= self.b",
-                 "message": "a must not be above b", "fieldPath": ".a"},
-                {"rule": "self.unknownFunction()"},
-                {"rule": "self.a == oldSelf.a"}
-            ],
-            "properties": {
-                "a": {"type": "number"}, "b": {"type": "number"},
-                "list": {"type": "array", "items": {"type": "integer"},
-                    "x-kubernetes-validations": [{"rule": "self.isSorted()"}]}
-            }});
+        "x-kubernetes-validations": [
+            {"rule": "!has(self.a) || !has(self.b) || self.a <= self.b",
+             "message": "a must not be above b", "fieldPath": ".a"},
+            {"rule": "self.unknownFunction()"},
+            {"rule": "self.a == oldSelf.a"}
+        ],
+        "properties": {
+            "a": {"type": "number"}, "b": {"type": "number"},
+            "list": {"type": "array", "items": {"type": "integer"},
+                "x-kubernetes-validations": [{"rule": "self.isSorted()"}]}
+        }});
         assert!(errors(schema.clone(), json!({"a": 1, "b": 2.5, "list": [1, 2, 2]})).is_empty());
         assert_eq!(
             errors(schema, json!({"a": 3, "b": 2, "list": [2, 1]})),

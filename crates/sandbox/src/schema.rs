@@ -252,7 +252,11 @@ fn check_bounds(s: &Value, v: &Value, path: &str, errors: &mut Vec<FieldError>) 
             if let Some(max) = num(s, "maximum") {
                 let exclusive = flag(s, "exclusiveMaximum");
                 if x > max || (exclusive && x == max) {
-                    let words = if exclusive { "less than" } else { "less than or equal to" };
+                    let words = if exclusive {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
                     errors.push(FieldError::invalid(
                         path,
                         v,
