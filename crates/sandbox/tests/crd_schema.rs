@@ -120,6 +120,16 @@ fn analysis(c: &mut Value) -> &mut Value {
 }
 
 const BAD: &[Bad] = &[
+    // Refused before the CRD had bounds too, but kubectl printed only `The Canary
+    // "stepweight-string" is invalid`: the 422 had no details.causes.
+    Bad {
+        name: "step-weight-string",
+        change: |c| analysis(c)["stepWeight"] = json!("ten"),
+        expect: &[
+            "spec.analysis.stepWeight: Invalid value: \"string\": spec.analysis.stepWeight in body must be of type integer: \"string\"",
+        ],
+        validate_path: "spec.analysis.stepWeight",
+    },
     Bad {
         name: "max-weight-1000",
         change: |c| analysis(c)["maxWeight"] = json!(1000),
