@@ -147,8 +147,11 @@ fn to_cel(s: Option<&Value>, v: &Value) -> Cel {
             let additional = s
                 .and_then(|s| s.get("additionalProperties"))
                 .filter(|a| a.is_object());
+            // As kube-apiserver: a null field of an object with properties is absent
+            // (`has()` is false), so rules need no null checks.
             let map: HashMap<Key, Cel> = m
                 .iter()
+                .filter(|(_, x)| !(props.is_some() && x.is_null()))
                 .map(|(k, x)| {
                     let cs = props.and_then(|p| p.get(k)).or(additional);
                     (Key::String(Arc::new(k.clone())), to_cel(cs, x))
@@ -183,13 +186,13 @@ pub fn validate(s: &Value, v: &Value, path: &str, errors: &mut Vec<FieldError>) 
             if let Verdict::Fails = verdict(text, &this) {
                 let field = rule_path(path, rule.get("fieldPath").and_then(Value::as_str));
                 let message = message_of(rule, &this);
+                // kube-apiserver leaves the value of an object or a list out of the error.
+                let value = (!matches!(schema_type(s), "object" | "array")).then_some(v);
                 errors.push(match reason_of(rule) {
                     "FieldValueForbidden" => FieldError::forbidden(field, &message),
                     "FieldValueRequired" => FieldError::required_detail(field, &message),
-                    "FieldValueDuplicate" => {
-                        FieldError::duplicate(field, &Value::from(schema_type(s)), &message)
-                    }
-                    _ => FieldError::invalid(field, &Value::from(schema_type(s)), &message),
+                    "FieldValueDuplicate" => FieldError::duplicate(field, value, ""),
+                    _ => FieldError::invalid_omitting(field, value, &message),
                 });
             }
         }
@@ -262,8 +265,8 @@ mod tests {
         assert_eq!(
             errors(schema, json!({"a": 3, "b": 2, "list": [2, 1]})),
             [
-                "spec.a: Invalid value: \"object\": a must not be above b",
-                "spec.list: Invalid value: \"array\": failed rule: self.isSorted()"
+                "spec.a: Invalid value: a must not be above b",
+                "spec.list: Invalid value: failed rule: self.isSorted()"
             ]
         );
     }

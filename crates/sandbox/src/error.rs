@@ -218,6 +218,19 @@ impl FieldError {
         )
     }
 
+    /// `Invalid value: VALUE: detail`, or `Invalid value: detail` without a value (a CEL
+    /// rule on an object or a list).
+    pub fn invalid_omitting(field: impl Into<String>, value: Option<&Value>, detail: &str) -> Self {
+        match value {
+            Some(v) => Self::invalid(field, v, detail),
+            None => Self::new(
+                "FieldValueInvalid",
+                field,
+                with_detail("Invalid value".into(), detail),
+            ),
+        }
+    }
+
     pub fn type_invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
         Self::new(
             "FieldValueTypeInvalid",
@@ -226,12 +239,12 @@ impl FieldError {
         )
     }
 
-    pub fn duplicate(field: impl Into<String>, value: &Value, detail: &str) -> Self {
-        Self::new(
-            "FieldValueDuplicate",
-            field,
-            with_detail(format!("Duplicate value: {}", show_value(value)), detail),
-        )
+    pub fn duplicate(field: impl Into<String>, value: Option<&Value>, detail: &str) -> Self {
+        let head = match value {
+            Some(v) => format!("Duplicate value: {}", show_value(v)),
+            None => "Duplicate value".into(),
+        };
+        Self::new("FieldValueDuplicate", field, with_detail(head, detail))
     }
 
     pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[Value]) -> Self {
@@ -251,7 +264,10 @@ impl FieldError {
         Self::new(
             "FieldValueTooMany",
             field,
-            format!("Too many: {actual}: must have at most {max} items"),
+            format!(
+                "Too many: {actual}: must have at most {max} {}",
+                if max == 1 { "item" } else { "items" }
+            ),
         )
     }
 
@@ -259,7 +275,10 @@ impl FieldError {
         Self::new(
             "FieldValueTooLong",
             field,
-            format!("Too long: may not be more than {max} bytes"),
+            format!(
+                "Too long: may not be more than {max} {}",
+                if max == 1 { "byte" } else { "bytes" }
+            ),
         )
     }
 

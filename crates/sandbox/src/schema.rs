@@ -56,9 +56,17 @@ pub fn apply(schema: &Value, obj: &mut Value) -> Outcome {
     }
     apply_defaults(schema, m, "", errors, pruned);
     // As kube-apiserver: the CEL rules run on the pruned and defaulted object, unless a
-    // value of the wrong type already made it invalid.
+    // wrong type, an unsupported value, a missing field or a too long string or list
+    // already made it invalid.
     if crate::cel::has_rules(schema) {
-        if errors.iter().any(|e| e.reason == "FieldValueTypeInvalid") {
+        let blocking = [
+            "FieldValueTypeInvalid",
+            "FieldValueNotSupported",
+            "FieldValueRequired",
+            "FieldValueTooLong",
+            "FieldValueTooMany",
+        ];
+        if errors.iter().any(|e| blocking.contains(&e.reason)) {
             errors.push(FieldError::invalid(
                 "<nil>",
                 &Value::Null,

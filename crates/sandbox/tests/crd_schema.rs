@@ -143,7 +143,7 @@ const BAD: &[Bad] = &[
         change: |c| analysis(c)["stepWeight"] = json!(300),
         expect: &[
             "spec.analysis.stepWeight: Invalid value: 300: spec.analysis.stepWeight in body should be less than or equal to 100",
-            "spec.analysis.stepWeight: Invalid value: \"object\": stepWeight must not be above maxWeight",
+            "spec.analysis.stepWeight: Invalid value: stepWeight must not be above maxWeight",
         ],
         validate_path: "spec.analysis.stepWeight",
     },
@@ -151,7 +151,7 @@ const BAD: &[Bad] = &[
         name: "step-weight-above-max",
         change: |c| analysis(c)["stepWeight"] = json!(60),
         expect: &[
-            "spec.analysis.stepWeight: Invalid value: \"object\": stepWeight must not be above maxWeight",
+            "spec.analysis.stepWeight: Invalid value: stepWeight must not be above maxWeight",
         ],
         validate_path: "spec.analysis.stepWeight",
     },
@@ -183,7 +183,7 @@ const BAD: &[Bad] = &[
         name: "threshold-range-min-above-max",
         change: |c| analysis(c)["metrics"][0]["thresholdRange"] = json!({"min": 99, "max": 1}),
         expect: &[
-            "spec.analysis.metrics[0].thresholdRange: Invalid value: \"object\": min must not be above max",
+            "spec.analysis.metrics[0].thresholdRange: Invalid value: min must not be above max",
         ],
         validate_path: "spec.analysis.metrics[0].thresholdRange",
     },
@@ -195,7 +195,7 @@ const BAD: &[Bad] = &[
             a.insert("stepWeights".into(), json!([10, 5, 20]));
         },
         expect: &[
-            "spec.analysis.stepWeights: Invalid value: \"array\": stepWeights must increase: each weight above the one before",
+            "spec.analysis.stepWeights: Invalid value: stepWeights must increase: each weight above the one before",
         ],
         validate_path: "spec.analysis.stepWeights[1]",
     },
@@ -207,7 +207,7 @@ const BAD: &[Bad] = &[
             a.insert("stepWeights".into(), json!([10, 20, 20, 40]));
         },
         expect: &[
-            "spec.analysis.stepWeights: Invalid value: \"array\": stepWeights must increase: each weight above the one before",
+            "spec.analysis.stepWeights: Invalid value: stepWeights must increase: each weight above the one before",
         ],
         validate_path: "spec.analysis.stepWeights[2]",
     },
@@ -251,6 +251,12 @@ async fn kubectl_apply_of_a_bad_canary_names_the_field_and_the_reason() {
     let good = good_canary("good");
     let out = c.apply(&good, &[]).await;
     assert!(out.ok, "the seed's Canary applies: {}", out.stderr);
+    // A null field is absent to the rules (a Helm value left empty renders as null).
+    let mut nulls = good_canary("nulls");
+    analysis(&mut nulls)["maxWeight"] = Value::Null;
+    analysis(&mut nulls)["metrics"][0]["thresholdRange"]["max"] = Value::Null;
+    let out = c.apply(&nulls, &[]).await;
+    assert!(out.ok, "a Canary with null fields applies: {}", out.stderr);
 
     let mut several = good_canary("several");
     analysis(&mut several)["maxWeight"] = json!(1000);

@@ -15,4 +15,5 @@ mod gitops;
 mod live;
 mod manifests;
 mod scenarios;
+mod schema;
 mod support;
