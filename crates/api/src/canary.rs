@@ -142,8 +142,10 @@ pub struct CanaryService {
     /// Apex service name; the target's name when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    // Not `min = 1`: the schema's default for an omitted port is 0 (serin validate says
+    // it is required), and kube-apiserver refuses a CRD whose default breaks its bounds.
     #[serde(default)]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 0, max = 65535))]
     pub port: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
