@@ -217,6 +217,38 @@ fn walk(
     }
 }
 
+/// The `default`s of a CRD's schema that break their own schema (kube-apiserver refuses
+/// such a CRD: `...properties[port].default: Invalid value: 0:  in body should be greater
+/// than or equal to 1`). `path` names the schema, e.g. `spec.validation.openAPIV3Schema`.
+pub fn bad_defaults(schema: &Value, path: &str) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let Some(m) = schema.as_object() else {
+        return out;
+    };
+    if let Some(d) = m.get("default") {
+        let mut d = d.clone();
+        let mut errors = Vec::new();
+        walk(schema, &mut d, "", &mut errors, &mut Vec::new());
+        for e in errors {
+            out.push(FieldError {
+                field: format!("{path}.default"),
+                ..e
+            });
+        }
+    }
+    if let Some(props) = m.get("properties").and_then(Value::as_object) {
+        for (k, ps) in props {
+            out.extend(bad_defaults(ps, &format!("{path}.properties[{k}]")));
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(sub) = m.get(key).filter(|x| x.is_object()) {
+            out.extend(bad_defaults(sub, &format!("{path}.{key}")));
+        }
+    }
+    out
+}
+
 fn num(s: &Value, key: &str) -> Option<f64> {
     s.get(key).and_then(Value::as_f64)
 }

@@ -375,3 +375,30 @@ async fn every_canary_the_repository_ships_still_applies() {
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_whose_default_breaks_its_own_bounds_is_refused_as_kube_apiserver_does() {
+    // As the real API server refused deploy/crds when service.port had `minimum: 1`
+    // beside its schema default 0.
+    let text = std::fs::read_to_string(repo("deploy/crds/crds.yaml")).unwrap();
+    let mut crd = parse_documents("crds", &text).unwrap().remove(0).value;
+    assert_eq!(crd["metadata"]["name"], "canaries.flagger.app");
+    for v in crd["spec"]["versions"].as_array_mut().unwrap() {
+        let port = &mut v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["service"]
+            ["properties"]["port"];
+        assert_eq!(port["default"], json!(0));
+        port["minimum"] = json!(1);
+    }
+    crd["metadata"]["name"] = json!("canaries.flagger.app");
+    let c = Cluster::start().await;
+    let out = c.apply(&crd, &[]).await;
+    assert!(!out.ok, "{}", out.stdout);
+    // kube-apiserver's words, as the real tier saw them.
+    assert_eq!(
+        out.stderr.trim(),
+        "The CustomResourceDefinition \"canaries.flagger.app\" is invalid: \
+         spec.validation.openAPIV3Schema.properties[spec].properties[service].properties[port].default: \
+         Invalid value: 0:  in body should be greater than or equal to 1"
+    );
+    c.stop().await;
+}
