@@ -111,7 +111,10 @@ mod tests {
                 (&items["minimum"], &items["maximum"]),
                 (&json!(0.0), &json!(100.0))
             );
-            assert_eq!(p["stepWeights"]["maxItems"], json!(100));
+            assert_eq!(
+                p["stepWeights"]["maxItems"],
+                json!(crate::schema::MAX_STEP_WEIGHTS)
+            );
             for n in ["threshold", "iterations"] {
                 assert_eq!(p[n]["minimum"], json!(0.0), "{version} {block}.{n}");
             }

@@ -64,7 +64,7 @@ pub const DURATION_PATTERN: &str =
 /// The most entries `stepWeights` may have: weights are 0-100 and must increase, so a
 /// longer list cannot be valid; the bound also lets the API server estimate the cost of
 /// the list's CEL rule.
-pub const MAX_STEP_WEIGHTS: u32 = 100;
+pub const MAX_STEP_WEIGHTS: u32 = 101;
 
 /// CEL rule on `analysis`: a step never above the weight the canary may reach.
 pub const STEP_WEIGHT_RULE: &str =
