@@ -60,6 +60,7 @@ pub struct CanarySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_analysis: Option<CanaryAnalysis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub progress_deadline_seconds: Option<i32>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub skip_analysis: bool,
@@ -141,7 +142,10 @@ pub struct CanaryService {
     /// Apex service name; the target's name when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    // Not `min = 1`: the schema's default for an omitted port is 0 (serin validate says
+    // it is required), and kube-apiserver refuses a CRD whose default breaks its bounds.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 65535))]
     pub port: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
@@ -156,6 +160,7 @@ pub struct CanaryService {
     #[serde(default, skip_serializing_if = "is_false")]
     pub headless: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::schema::DURATION_PATTERN))]
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_timeout: Option<String>,
@@ -232,30 +237,52 @@ pub struct UnmanagedMetadata {
 }
 
 /// The `analysis` block: schedule, strategy, checks and hooks.
+// The CRD refuses at apply time what can be refused there: weights outside 0-100,
+// negative counts, intervals that are not Go durations, a stepWeight above maxWeight,
+// stepWeights that do not increase (crate::schema has the rules' text).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": crate::schema::STEP_WEIGHT_RULE,
+    "message": crate::schema::STEP_WEIGHT_MESSAGE,
+    "fieldPath": ".stepWeight",
+}]))]
 pub struct CanaryAnalysis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::schema::DURATION_PATTERN))]
     pub interval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub iterations: Option<i32>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub mirror: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub mirror_weight: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub max_weight: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub step_weight: Option<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 0, max = 100)), length(max = crate::schema::MAX_STEP_WEIGHTS))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": crate::schema::STEP_WEIGHTS_RULE,
+        "message": crate::schema::STEP_WEIGHTS_MESSAGE,
+    }]))]
     pub step_weights: Vec<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub step_weight_promotion: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub threshold: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub primary_ready_threshold: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub canary_ready_threshold: Option<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<CanaryAlert>,
@@ -309,6 +336,7 @@ pub struct CanaryMetric {
     #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::schema::DURATION_PATTERN))]
     pub interval: Option<String>,
     /// Pre-v1beta1 scalar threshold; normalised into `thresholdRange` on load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,6 +365,10 @@ impl CanaryMetric {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": crate::schema::THRESHOLD_RANGE_RULE,
+    "message": crate::schema::THRESHOLD_RANGE_MESSAGE,
+}]))]
 pub struct ThresholdRange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
@@ -431,6 +463,17 @@ impl HookType {
 pub struct CanaryWebhook {
     /// One of the hook types; `rollout` when empty.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [
+        "",
+        "confirm-rollout",
+        "pre-rollout",
+        "rollout",
+        "confirm-traffic-increase",
+        "confirm-promotion",
+        "post-rollout",
+        "rollback",
+        "event",
+    ]))]
     pub type_: Option<String>,
     #[serde(default)]
     pub name: String,
@@ -439,6 +482,7 @@ pub struct CanaryWebhook {
     #[serde(default, skip_serializing_if = "is_false")]
     pub mute_alert: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::schema::DURATION_PATTERN))]
     pub timeout: Option<String>,
     #[serde(
         default,
@@ -448,6 +492,7 @@ pub struct CanaryWebhook {
     #[schemars(schema_with = "string_map_schema")]
     pub metadata: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub retries: Option<i32>,
     #[serde(default, rename = "disableTLS", skip_serializing_if = "is_false")]
     pub disable_tls: bool,

@@ -62,13 +62,38 @@ impl ApiError {
         .with_details(group, resource, name)
     }
 
+    /// A 422 for one field error written as `field: detail` (`metadata.name: Required
+    /// value`), with the matching `details.causes` entry.
     pub fn invalid(group: &str, kind: &str, name: &str, message: impl Into<String>) -> Self {
-        Self::new(
+        Self::invalid_fields(group, kind, name, vec![FieldError::parse(&message.into())])
+    }
+
+    /// A 422 as kube-apiserver answers a field validation failure: the message
+    /// `Kind.group "name" is invalid: field: detail` (several in `[...]`) and one
+    /// `details.causes` entry per error, which kubectl prints.
+    pub fn invalid_fields(group: &str, kind: &str, name: &str, errors: Vec<FieldError>) -> Self {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let joined = match list.len() {
+            1 => list[0].clone(),
+            _ => format!("[{}]", list.join(", ")),
+        };
+        let mut e = Self::new(
             422,
             "Invalid",
-            format!("{kind}.{group} \"{name}\" is invalid: {}", message.into()),
+            format!(
+                "{} \"{name}\" is invalid: {joined}",
+                group_resource(group, kind)
+            ),
         )
-        .with_details(group, kind, name)
+        .with_details(group, kind, name);
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|f| json!({"reason": f.reason, "message": f.message, "field": f.field}))
+            .collect();
+        if let Some(d) = e.details.as_mut() {
+            d["causes"] = Value::Array(causes);
+        }
+        e
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -126,3 +151,153 @@ pub fn group_resource(group: &str, resource: &str) -> String {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// One field error of a 422, as kube-apiserver's `field.Error`: its `details.causes`
+/// entry is `reason` (`FieldValueInvalid`, ...), `field` and `message`, and it prints as
+/// `field: message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub reason: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// A bad value as kube-apiserver prints it: strings quoted, numbers as written.
+pub fn show_value(v: &Value) -> String {
+    v.to_string()
+}
+
+fn with_detail(head: String, detail: &str) -> String {
+    if detail.is_empty() {
+        head
+    } else {
+        format!("{head}: {detail}")
+    }
+}
+
+impl FieldError {
+    fn new(reason: &'static str, field: impl Into<String>, message: String) -> Self {
+        Self {
+            reason,
+            field: field.into(),
+            message,
+        }
+    }
+
+    pub fn required(field: impl Into<String>) -> Self {
+        Self::new("FieldValueRequired", field, "Required value".into())
+    }
+
+    pub fn required_detail(field: impl Into<String>, detail: &str) -> Self {
+        Self::new(
+            "FieldValueRequired",
+            field,
+            with_detail("Required value".into(), detail),
+        )
+    }
+
+    pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
+        Self::new(
+            "FieldValueForbidden",
+            field,
+            with_detail("Forbidden".into(), detail),
+        )
+    }
+
+    pub fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
+        Self::new(
+            "FieldValueInvalid",
+            field,
+            with_detail(format!("Invalid value: {}", show_value(value)), detail),
+        )
+    }
+
+    /// `Invalid value: VALUE: detail`, or `Invalid value: detail` without a value (a CEL
+    /// rule on an object or a list).
+    pub fn invalid_omitting(field: impl Into<String>, value: Option<&Value>, detail: &str) -> Self {
+        match value {
+            Some(v) => Self::invalid(field, v, detail),
+            None => Self::new(
+                "FieldValueInvalid",
+                field,
+                with_detail("Invalid value".into(), detail),
+            ),
+        }
+    }
+
+    pub fn type_invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
+        Self::new(
+            "FieldValueTypeInvalid",
+            field,
+            with_detail(format!("Invalid value: {}", show_value(value)), detail),
+        )
+    }
+
+    pub fn duplicate(field: impl Into<String>, value: Option<&Value>, detail: &str) -> Self {
+        let head = match value {
+            Some(v) => format!("Duplicate value: {}", show_value(v)),
+            None => "Duplicate value".into(),
+        };
+        Self::new("FieldValueDuplicate", field, with_detail(head, detail))
+    }
+
+    pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[Value]) -> Self {
+        let values: Vec<String> = supported.iter().map(show_value).collect();
+        Self::new(
+            "FieldValueNotSupported",
+            field,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                show_value(value),
+                values.join(", ")
+            ),
+        )
+    }
+
+    pub fn too_many(field: impl Into<String>, actual: usize, max: u64) -> Self {
+        Self::new(
+            "FieldValueTooMany",
+            field,
+            format!(
+                "Too many: {actual}: must have at most {max} {}",
+                if max == 1 { "item" } else { "items" }
+            ),
+        )
+    }
+
+    pub fn too_long(field: impl Into<String>, max: u64) -> Self {
+        Self::new(
+            "FieldValueTooLong",
+            field,
+            format!(
+                "Too long: may not be more than {max} {}",
+                if max == 1 { "byte" } else { "bytes" }
+            ),
+        )
+    }
+
+    /// Reads back an error written as `field: detail`: the reason from how the detail
+    /// starts, as kube-apiserver's error types print.
+    pub fn parse(text: &str) -> Self {
+        let (field, message) = text.split_once(": ").unwrap_or(("", text));
+        let reason = [
+            ("Required value", "FieldValueRequired"),
+            ("Unsupported value", "FieldValueNotSupported"),
+            ("Duplicate value", "FieldValueDuplicate"),
+            ("Forbidden", "FieldValueForbidden"),
+            ("Too long", "FieldValueTooLong"),
+            ("Too many", "FieldValueTooMany"),
+        ]
+        .iter()
+        .find(|(p, _)| message.starts_with(p))
+        .map(|(_, r)| *r)
+        .unwrap_or("FieldValueInvalid");
+        Self::new(reason, field, message.to_string())
+    }
+}

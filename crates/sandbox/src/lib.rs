@@ -13,7 +13,9 @@
 //! with bookmarks, streaming lists and `410 Gone`, finalizers and deletionTimestamp, garbage
 //! collection by owner references (background, foreground and orphan), JSON / merge / strategic merge patches and server-side
 //! apply, dry runs, `Status` error bodies, CRD structural schemas (pruning, defaults, type
-//! checks, `fieldValidation`), discovery, OpenAPI v3 stubs and Table responses for kubectl.
+//! checks, bounds, patterns, `x-kubernetes-validations` CEL rules, `fieldValidation`, 422s
+//! with kube-apiserver's `details.causes`), discovery, OpenAPI v3 stubs and Table
+//! responses for kubectl.
 //! Deployments and DaemonSets get a simulated status after [`SandboxOptions::rollout_delay`]
 //! on tokio's clock, so paused (virtual) time works.
 //!
@@ -37,9 +39,10 @@
 //! delays per resource and verb) and [`Sandbox::drop_watches`].
 //!
 //! Modules: `store` (objects, resourceVersion, history, GC), `watch`, `http` (routing and
-//! verbs), `patch`, `schema` (CRD structural schemas), `convert` (served versions),
-//! `discovery` (discovery and OpenAPI), `table`, `workload` (simulated controllers), `faults`,
-//! `proto` (kubectl's protobuf create bodies), `serve` (HTTP server and kubeconfig).
+//! verbs), `patch`, `schema` (CRD structural schemas), `cel` (their CEL rules), `convert`
+//! (served versions), `discovery` (discovery and OpenAPI), `table`, `workload` (simulated
+//! controllers), `faults`, `proto` (kubectl's protobuf create bodies), `serve` (HTTP server
+//! and kubeconfig).
 //!
 //! Not emulated: no scheduler, no kubelet, no pods are created or run, no ReplicaSets behind
 //! Deployments, no HPA controller, no networking (Services route nothing), no admission
@@ -47,6 +50,7 @@
 //! aggregated discovery, no pagination (lists return everything), no managedFields, no CRD
 //! conversion webhooks.
 
+mod cel;
 mod convert;
 mod discovery;
 pub mod error;
@@ -69,7 +73,7 @@ use std::time::Duration;
 
 use serin_api::clock::Clock;
 
-pub use error::ApiError;
+pub use error::{ApiError, FieldError};
 pub use faults::{FaultRule, Faults, Verb};
 pub use http::SandboxBody;
 pub use patch::{PatchKind, apply_patch, strategic_merge};

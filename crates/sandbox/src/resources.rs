@@ -616,6 +616,36 @@ fn parse_crd(crd: &Value) -> ApiResult<Vec<ResourceType>> {
     if out.is_empty() {
         return Err(invalid("spec.versions: Invalid value: no served version"));
     }
+    // Defaults must pass their own schema. kube-apiserver names the schema
+    // spec.validation when every version has the same one, else per version.
+    let schemas: Vec<(usize, &Value)> = versions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.pointer("/schema/openAPIV3Schema").map(|s| (i, s)))
+        .collect();
+    let shared = schemas.len() == versions.len() && schemas.windows(2).all(|w| w[0].1 == w[1].1);
+    let mut bad = Vec::new();
+    for (i, schema) in &schemas {
+        if shared {
+            bad.extend(crate::schema::bad_defaults(
+                schema,
+                "spec.validation.openAPIV3Schema",
+            ));
+            break;
+        }
+        bad.extend(crate::schema::bad_defaults(
+            schema,
+            &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+        ));
+    }
+    if !bad.is_empty() {
+        return Err(ApiError::invalid_fields(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            &name,
+            bad,
+        ));
+    }
     out.sort_by_key(|t| std::cmp::Reverse(version_priority(&t.version)));
     Ok(out)
 }

@@ -1,15 +1,22 @@
 //! What a real API server does with a custom resource's body against its CRD's structural
 //! schema: drop `null`s of non-nullable fields, prune unknown fields (unless
 //! `x-kubernetes-preserve-unknown-fields`), apply `default`s, and reject values of the wrong
-//! type, outside an `enum`, or missing `required` fields with `422 Invalid`.
+//! type, outside an `enum` or the `minimum`/`maximum`, `pattern`, `maxLength`, `maxItems`
+//! bounds, or missing `required` fields, and failing the `x-kubernetes-validations` CEL
+//! rules, with `422 Invalid` (each error a `details.causes` entry, as kube-apiserver's).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Map, Value};
+
+use crate::error::FieldError;
 
 /// What a pass over an object found.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Validation errors, as `field.path: message`.
-    pub errors: Vec<String>,
+    /// Validation errors, in the order kube-apiserver finds them.
+    pub errors: Vec<FieldError>,
     /// Paths of the unknown fields that were pruned.
     pub pruned: Vec<String>,
 }
@@ -18,7 +25,8 @@ pub struct Outcome {
 pub fn apply(schema: &Value, obj: &mut Value) -> Outcome {
     let mut out = Outcome::default();
     let Some(m) = obj.as_object_mut() else {
-        out.errors.push("<root>: must be an object".into());
+        out.errors
+            .push(FieldError::invalid("<root>", obj, "must be an object"));
         return out;
     };
     let errors = &mut out.errors;
@@ -47,6 +55,28 @@ pub fn apply(schema: &Value, obj: &mut Value) -> Outcome {
         }
     }
     apply_defaults(schema, m, "", errors, pruned);
+    // As kube-apiserver: the CEL rules run on the pruned and defaulted object, unless a
+    // wrong type, an unsupported value, a missing field or a too long string or list
+    // already made it invalid.
+    if crate::cel::has_rules(schema) {
+        let blocking = [
+            "FieldValueTypeInvalid",
+            "FieldValueNotSupported",
+            "FieldValueRequired",
+            "FieldValueTooLong",
+            "FieldValueTooMany",
+        ];
+        if errors.iter().any(|e| blocking.contains(&e.reason)) {
+            errors.push(FieldError::invalid(
+                "<nil>",
+                &Value::Null,
+                "some validation rules were not checked because the object was invalid; \
+                 correct the existing errors to complete validation",
+            ));
+        } else {
+            crate::cel::validate(schema, obj, "", errors);
+        }
+    }
     out
 }
 
@@ -84,7 +114,7 @@ fn apply_defaults(
     s: &Value,
     m: &mut Map<String, Value>,
     path: &str,
-    errors: &mut Vec<String>,
+    errors: &mut Vec<FieldError>,
     pruned: &mut Vec<String>,
 ) {
     let Some(props) = s.get("properties").and_then(Value::as_object) else {
@@ -105,13 +135,19 @@ fn apply_defaults(
     if let Some(req) = s.get("required").and_then(Value::as_array) {
         for r in req.iter().filter_map(Value::as_str) {
             if !m.contains_key(r) {
-                errors.push(format!("{}: Required value", join(path, r)));
+                errors.push(FieldError::required(join(path, r)));
             }
         }
     }
 }
 
-fn walk(s: &Value, v: &mut Value, path: &str, errors: &mut Vec<String>, pruned: &mut Vec<String>) {
+fn walk(
+    s: &Value,
+    v: &mut Value,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+    pruned: &mut Vec<String>,
+) {
     if v.is_null() {
         return;
     }
@@ -122,8 +158,10 @@ fn walk(s: &Value, v: &mut Value, path: &str, errors: &mut Vec<String>, pruned: 
             || (t == "number" && got == "integer")
             || (int_or_string && matches!(got, "integer" | "string"));
         if !ok {
-            errors.push(format!(
-                "{path}: Invalid value: \"{got}\": {path} in body must be of type {t}: \"{got}\""
+            errors.push(FieldError::type_invalid(
+                path,
+                &Value::from(got),
+                &format!("{path} in body must be of type {t}: \"{got}\""),
             ));
             return;
         }
@@ -131,12 +169,9 @@ fn walk(s: &Value, v: &mut Value, path: &str, errors: &mut Vec<String>, pruned: 
     if let Some(e) = s.get("enum").and_then(Value::as_array)
         && !e.contains(v)
     {
-        let allowed: Vec<String> = e.iter().map(Value::to_string).collect();
-        errors.push(format!(
-            "{path}: Unsupported value: {v}: supported values: {}",
-            allowed.join(", ")
-        ));
+        errors.push(FieldError::not_supported(path, v, e));
     }
+    check_bounds(s, v, path, errors);
     match v {
         Value::Object(m) => {
             let props = s.get("properties").and_then(Value::as_object);
@@ -182,6 +217,162 @@ fn walk(s: &Value, v: &mut Value, path: &str, errors: &mut Vec<String>, pruned: 
     }
 }
 
+/// The `default`s of a CRD's schema that break their own schema (kube-apiserver refuses
+/// such a CRD: `...properties[port].default: Invalid value: 0:  in body should be greater
+/// than or equal to 1`). `path` names the schema, e.g. `spec.validation.openAPIV3Schema`.
+pub fn bad_defaults(schema: &Value, path: &str) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let Some(m) = schema.as_object() else {
+        return out;
+    };
+    if let Some(d) = m.get("default") {
+        let mut d = d.clone();
+        let mut errors = Vec::new();
+        walk(schema, &mut d, "", &mut errors, &mut Vec::new());
+        for e in errors {
+            out.push(FieldError {
+                field: format!("{path}.default"),
+                ..e
+            });
+        }
+    }
+    if let Some(props) = m.get("properties").and_then(Value::as_object) {
+        for (k, ps) in props {
+            out.extend(bad_defaults(ps, &format!("{path}.properties[{k}]")));
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(sub) = m.get(key).filter(|x| x.is_object()) {
+            out.extend(bad_defaults(sub, &format!("{path}.{key}")));
+        }
+    }
+    out
+}
+
+fn num(s: &Value, key: &str) -> Option<f64> {
+    s.get(key).and_then(Value::as_f64)
+}
+
+fn flag(s: &Value, key: &str) -> bool {
+    s.get(key).and_then(Value::as_bool) == Some(true)
+}
+
+/// A number as kube-openapi prints a bound: `100`, not `100.0`.
+fn show_bound(b: f64) -> String {
+    if b.fract() == 0.0 && b.abs() < 1e15 {
+        format!("{}", b as i64)
+    } else {
+        b.to_string()
+    }
+}
+
+/// A schema's `pattern`, compiled once per process.
+fn pattern_matches(pattern: &str, text: &str) -> Option<bool> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= 4096 {
+        cache.clear();
+    }
+    cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| regex::Regex::new(pattern).ok())
+        .as_ref()
+        .map(|re| re.is_match(text))
+}
+
+/// `minimum`/`maximum` (and their exclusive forms), `pattern`, `minLength`/`maxLength`,
+/// `minItems`/`maxItems`, `minProperties`/`maxProperties`, with kube-apiserver's words.
+fn check_bounds(s: &Value, v: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    match v {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if let Some(max) = num(s, "maximum") {
+                let exclusive = flag(s, "exclusiveMaximum");
+                if x > max || (exclusive && x == max) {
+                    let words = if exclusive {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
+                    errors.push(FieldError::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body should be {words} {}", show_bound(max)),
+                    ));
+                }
+            }
+            if let Some(min) = num(s, "minimum") {
+                let exclusive = flag(s, "exclusiveMinimum");
+                if x < min || (exclusive && x == min) {
+                    let words = if exclusive {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
+                    errors.push(FieldError::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body should be {words} {}", show_bound(min)),
+                    ));
+                }
+            }
+        }
+        Value::String(text) => {
+            let len = text.chars().count() as u64;
+            if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
+                && len > max
+            {
+                errors.push(FieldError::too_long(path, max));
+            }
+            if let Some(min) = s.get("minLength").and_then(Value::as_u64)
+                && len < min
+            {
+                errors.push(FieldError::invalid(
+                    path,
+                    v,
+                    &format!("{path} in body should be at least {min} chars long"),
+                ));
+            }
+            if let Some(p) = s.get("pattern").and_then(Value::as_str)
+                && pattern_matches(p, text) == Some(false)
+            {
+                errors.push(FieldError::invalid(
+                    path,
+                    v,
+                    &format!("{path} in body should match '{p}'"),
+                ));
+            }
+        }
+        Value::Array(items) => {
+            if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
+                && items.len() as u64 > max
+            {
+                errors.push(FieldError::too_many(path, items.len(), max));
+            }
+            if let Some(min) = s.get("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min
+            {
+                errors.push(FieldError::invalid(
+                    path,
+                    &Value::from(items.len()),
+                    &format!("{path} in body should have at least {min} items"),
+                ));
+            }
+        }
+        Value::Object(m) => {
+            if let Some(max) = s.get("maxProperties").and_then(Value::as_u64)
+                && m.len() as u64 > max
+            {
+                errors.push(FieldError::too_many(path, m.len(), max));
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,7 +408,11 @@ mod tests {
         );
 
         let mut bad = json!({"spec": {"replicas": "two", "mode": "c"}});
-        let errors = apply(&schema, &mut bad).errors;
+        let errors: Vec<String> = apply(&schema, &mut bad)
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert!(
             errors
                 .iter()

@@ -841,21 +841,12 @@ fn check_schema(
         FieldValidation::Warn => warnings.extend(unknown),
         _ => {}
     }
-    let errors = out.errors;
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(ApiError::invalid(
-            &rt.group,
-            &rt.kind,
-            name,
-            errors[0].clone(),
-        )),
-        _ => Err(ApiError::invalid(
-            &rt.group,
-            &rt.kind,
-            name,
-            format!("[{}]", errors.join(", ")),
-        )),
+    if out.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_fields(
+            &rt.group, &rt.kind, name, out.errors,
+        ))
     }
 }
 

@@ -16,4 +16,5 @@ mod live;
 mod loadtester;
 mod manifests;
 mod scenarios;
+mod schema;
 mod support;
