@@ -492,10 +492,11 @@ fn validate_analysis(c: &Canary, a: &CanaryAnalysis, base: &str, out: &mut Vec<F
                     ));
                 }
             }
-            None => out.push(Finding::warning(
+            None if m.threshold.is_none() => out.push(Finding::warning(
                 format!("{mp}.thresholdRange"),
-                "no thresholdRange: the check passes whenever the query returns a value",
+                "neither thresholdRange nor threshold: as in Flagger the threshold is 0, so a success rate always passes and any other metric halts above 0",
             )),
+            None => {}
         }
     }
     for (i, w) in a.webhooks.iter().enumerate() {

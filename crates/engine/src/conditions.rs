@@ -7,8 +7,9 @@ use serin_api::canary::{CanaryCondition, CanaryPhase, CanaryStatus};
 
 pub const PROMOTED: &str = "Promoted";
 
-/// The Promoted condition for a phase; its transition time moves only when its
-/// status changes.
+/// The Promoted condition for a phase. As in Flagger, a condition whose status and
+/// reason are unchanged is kept as it is (its `lastUpdateTime` included), and its
+/// transition time moves only when its status changes.
 pub fn promoted_condition(
     canary: &Canary,
     current: &CanaryStatus,
@@ -54,6 +55,12 @@ pub fn promoted_condition(
         CanaryPhase::Terminated => ("False", "Canary was deleted.".to_string()),
     };
     let previous = current.conditions.iter().find(|c| c.type_ == PROMOTED);
+    if let Some(p) = previous
+        && p.status == status
+        && p.reason.as_deref() == Some(phase.as_str())
+    {
+        return p.clone();
+    }
     let transition = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Some(serin_api::clock::k8s_time(now)),

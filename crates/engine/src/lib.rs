@@ -138,7 +138,9 @@ pub enum Action {
     SetRoutes(Routes),
     /// Copy the target's template, tracked configs and HPA to the primary.
     Promote,
-    /// Call the post-rollout webhooks with this phase; their results change nothing.
+    /// Call the post-rollout webhooks with this phase, once the status is written;
+    /// their results change nothing. Their events go where
+    /// [`Decision::post_rollout_after`] says.
     RunPostRolloutHooks(CanaryPhase),
 }
 
@@ -184,6 +186,10 @@ pub struct Decision {
     /// Changes to the Canary's annotations: a request made by hand closed with its
     /// outcome, the pause mark set or removed. Applied after the status is written.
     pub annotations: serin_api::manual::AnnotationChanges,
+    /// With [`Action::RunPostRolloutHooks`]: the hooks' results are recorded after
+    /// this many of `events`, before the others, in Flagger's order ("Post-rollout
+    /// check ... passed" before "Promotion completed!", after "Canary failed!").
+    pub post_rollout_after: usize,
 }
 
 impl Decision {
@@ -194,20 +200,21 @@ impl Decision {
             events: Vec::new(),
             alerts: Vec::new(),
             annotations: Default::default(),
+            post_rollout_after: 0,
         }
     }
 }
 
-/// Phase, weight and iteration counters of a status, and the time.
+/// A status to write in `phase`, with its Promoted condition. `lastTransitionTime`
+/// is the time of the write, as Flagger sets it on every status write (so
+/// `kubectl get canaries` shows when the analysis last moved).
 pub(crate) fn with_phase(
     canary: &Canary,
     mut status: CanaryStatus,
     phase: CanaryPhase,
     now: DateTime<Utc>,
 ) -> CanaryStatus {
-    if status.phase != phase || status.last_transition_time.is_none() {
-        status.last_transition_time = Some(serin_api::clock::k8s_time(now));
-    }
+    status.last_transition_time = Some(serin_api::clock::k8s_time(now));
     status.phase = phase;
     let condition: CanaryCondition = promoted_condition(canary, &status, phase, now);
     status.conditions.retain(|c| c.type_ != condition.type_);

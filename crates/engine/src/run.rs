@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use serin_api::Canary;
-use serin_api::canary::{AlertSeverity, CanaryPhase, CanaryStatus, HookType, Strategy};
+use serin_api::canary::{
+    AlertSeverity, CanaryMetric, CanaryPhase, CanaryStatus, HookType, Strategy,
+};
 use serin_api::manual::ManualState;
 
 use crate::{
@@ -104,6 +106,10 @@ impl Run<'_> {
     }
 
     fn act(&mut self, action: Action) {
+        if matches!(action, Action::RunPostRolloutHooks(_)) {
+            // Their results are recorded after the events so far, before the rest.
+            self.decision.post_rollout_after = self.decision.events.len();
+        }
         self.decision.actions.push(action);
     }
 
@@ -346,7 +352,14 @@ impl Run<'_> {
             CanaryPhase::Progressing | CanaryPhase::Waiting | CanaryPhase::WaitingPromotion
         ) {
             for hook in hooks(self.canary, HookType::Rollback) {
-                if observe.call_webhook(&hook, phase).await.is_ok() {
+                if observe.call_webhook(&hook, phase).await.is_err() {
+                    // Flagger's words, each run, for a rollback hook that says no.
+                    self.normal(format!(
+                        "Rollback hook {} not signaling a rollback",
+                        hook.name
+                    ));
+                } else {
+                    self.warning(format!("Rollback check {} passed", hook.name));
                     self.warning(format!("Rolling back {} manual webhook invoked", self.id()));
                     self.alert(
                         AlertSeverity::Warn,
@@ -428,7 +441,7 @@ impl Run<'_> {
             .analysis()
             .map(|a| a.metrics.clone())
             .unwrap_or_default();
-        for metric in &metrics {
+        for metric in &metric_checks(&metrics) {
             let mut outcome = observe.check_metric(metric).await;
             while let MetricOutcome::Noted {
                 warning,
@@ -633,9 +646,10 @@ impl Run<'_> {
         let done = self.status.iterations;
         if total > done {
             self.act(Action::SetRoutes(Routes::to_canary(100)));
+            // As in Flagger, an A/B canary's weight stays 0: its routes send the
+            // requests that match to the canary, not a share of all traffic.
             let mut status = self.next_status();
             status.iterations = done + 1;
-            status.canary_weight = 100;
             let phase = status.phase;
             self.set_status(status, phase);
             self.normal(format!(
@@ -703,7 +717,7 @@ impl Run<'_> {
             .and_then(|a| a.step_weight_promotion)
             .unwrap_or(0);
         if self.canary.provider() == "kubernetes" {
-            return self.set_phase(CanaryPhase::Finalising);
+            return self.finalising(self.next_status());
         }
         if step <= 0 || routes.canary <= step {
             if step <= 0 {
@@ -712,9 +726,7 @@ impl Run<'_> {
                 self.normal(format!("Advance {} primary weight 100", self.id()));
             }
             self.act(Action::SetRoutes(Routes::PRIMARY));
-            let mut status = self.next_status();
-            status.canary_weight = 0;
-            return self.set_status(status, CanaryPhase::Finalising);
+            return self.finalising(self.next_status());
         }
         let next = Routes::to_canary(routes.canary - step);
         self.act(Action::SetRoutes(next));
@@ -728,13 +740,21 @@ impl Run<'_> {
         self.set_status(status, CanaryPhase::Promoting);
     }
 
+    /// All traffic is on the primary: Flagger's Finalising status has weight and
+    /// iterations back to 0.
+    fn finalising(&mut self, mut status: CanaryStatus) {
+        status.canary_weight = 0;
+        status.iterations = 0;
+        self.set_status(status, CanaryPhase::Finalising);
+    }
+
     fn finish_promotion(&mut self) {
         self.act(Action::ScaleToZero);
         self.act(Action::RunPostRolloutHooks(CanaryPhase::Succeeded));
         let mut status = self.next_status();
-        // Flagger's Succeeded status: weight and iterations back to 0.
+        // Flagger's Succeeded status: weight and iterations back to 0; failedChecks
+        // keeps the count of the analysis that passed.
         status.canary_weight = 0;
-        status.failed_checks = 0;
         status.iterations = 0;
         status.last_promoted_spec = status.last_applied_spec.clone();
         retire_session_cookie(&mut status);
@@ -774,7 +794,6 @@ impl Run<'_> {
         self.act(Action::RunPostRolloutHooks(CanaryPhase::Succeeded));
         let mut status = self.next_status();
         status.canary_weight = 0;
-        status.failed_checks = 0;
         status.iterations = 0;
         status.last_promoted_spec = status.last_applied_spec.clone();
         self.set_status(status, CanaryPhase::Succeeded);
@@ -803,10 +822,11 @@ impl Run<'_> {
                 false,
             );
         }
+        // The post-rollout hooks' results follow "Canary failed!", as in Flagger.
+        self.warning(format!("Canary failed! Scaling down {}", self.id()));
         self.act(Action::SetRoutes(Routes::PRIMARY));
         self.act(Action::ScaleToZero);
         self.act(Action::RunPostRolloutHooks(CanaryPhase::Failed));
-        self.warning(format!("Canary failed! Scaling down {}", self.id()));
         // Flagger's Failed status: weight, failed checks and iterations back to 0 (the
         // events and the Promoted condition keep why).
         let mut status = self.next_status();
@@ -839,8 +859,52 @@ impl Run<'_> {
         if mesh {
             status.canary_weight = 100;
         }
+        // Flagger's Failed status: failed checks and iterations back to 0.
+        status.failed_checks = 0;
+        status.iterations = 0;
         self.set_status(status, CanaryPhase::Failed);
     }
+}
+
+/// The metric checks of one step, in Flagger's order: first each built-in metric
+/// and inline query, then each MetricTemplate. A metric with a built-in name and a
+/// `templateRef` is checked twice, as Flagger does: by the built-in query (with the
+/// built-in's meaning of its threshold), then by its template (as any template
+/// metric). A metric with none of them comes last, for its check to report it.
+fn metric_checks(metrics: &[CanaryMetric]) -> Vec<CanaryMetric> {
+    let builtin = |m: &CanaryMetric| {
+        serin_api::defaults::BUILTIN_METRICS.contains(&m.name.as_str())
+            || serin_api::defaults::LEGACY_METRIC_NAMES
+                .iter()
+                .any(|(old, _)| *old == m.name)
+    };
+    let has_query = |m: &CanaryMetric| m.query.as_deref().is_some_and(|q| !q.trim().is_empty());
+    let mut checks = Vec::new();
+    for m in metrics {
+        if builtin(m) {
+            checks.push(CanaryMetric {
+                template_ref: None,
+                query: None,
+                ..m.clone()
+            });
+        } else if has_query(m) {
+            checks.push(CanaryMetric {
+                template_ref: None,
+                ..m.clone()
+            });
+        }
+    }
+    for m in metrics {
+        if m.template_ref.is_some() {
+            checks.push(CanaryMetric {
+                query: None,
+                ..m.clone()
+            });
+        } else if !builtin(m) && !has_query(m) {
+            checks.push(m.clone());
+        }
+    }
+    checks
 }
 
 /// Users holding the canary's cookie are sent back to the primary (the router expires

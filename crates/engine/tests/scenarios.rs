@@ -31,6 +31,9 @@ struct World {
     metric_notes: HashMap<String, String>,
     webhook_calls: Vec<(String, CanaryPhase)>,
     post_rollout: Vec<CanaryPhase>,
+    /// Every metric check asked for: the metric's name and whether it came with its
+    /// `templateRef`.
+    metric_calls: Vec<(String, bool)>,
 }
 
 impl World {
@@ -48,6 +51,7 @@ impl World {
             metric_notes: HashMap::new(),
             webhook_calls: Vec::new(),
             post_rollout: Vec::new(),
+            metric_calls: Vec::new(),
         }
     }
 
@@ -107,6 +111,8 @@ impl Observe for World {
         }
     }
     async fn check_metric(&mut self, metric: &CanaryMetric) -> MetricOutcome {
+        self.metric_calls
+            .push((metric.name.clone(), metric.template_ref.is_some()));
         match self.metric_halts.get(&metric.name) {
             Some(m) => MetricOutcome::Halt(m.clone()),
             None => MetricOutcome::Pass,
@@ -1160,4 +1166,244 @@ async fn promote_and_abort_at_a_closed_confirm_rollout_gate() {
         assert_eq!(h.world.primary_hash, expected_primary);
         assert_eq!(h.world.routes, Routes::PRIMARY);
     }
+}
+
+/// The Promoted condition of the canary's status.
+fn promoted(h: &Harness) -> serin_api::canary::CanaryCondition {
+    h.canary
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Promoted"))
+        .cloned()
+        .expect("a Promoted condition")
+}
+
+#[tokio::test]
+async fn every_status_write_moves_last_transition_time_but_not_an_unchanged_condition() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::Progressing], 2).await;
+    let progressing = promoted(&h);
+    // Two steps of the analysis: each writes the status (a new weight).
+    for _ in 0..2 {
+        let at = h.now;
+        let d = h.step().await;
+        let status = d.status.expect("a step writes the status");
+        // As Flagger: the time of the write, shown by `kubectl get canaries`.
+        assert_eq!(
+            status.last_transition_time,
+            Some(serin_api::clock::k8s_time(at))
+        );
+        // The condition says the same thing as before: Flagger leaves it as it was.
+        assert_eq!(promoted(&h), progressing);
+    }
+    // A failed check is a write too.
+    h.world.metric_halts.insert(
+        "request-success-rate".into(),
+        "Halt podinfo.test advancement success rate 69.17% < 99%".into(),
+    );
+    let at = h.now;
+    let status = h.step().await.status.expect("failedChecks written");
+    assert_eq!(status.failed_checks, 1);
+    assert_eq!(
+        status.last_transition_time,
+        Some(serin_api::clock::k8s_time(at))
+    );
+    assert_eq!(promoted(&h), progressing);
+}
+
+#[tokio::test]
+async fn a_success_keeps_failed_checks_as_flagger_writes_it() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::Progressing], 2).await;
+    h.step().await; // pre-rollout, first step
+    h.world.metric_halts.insert(
+        "request-duration".into(),
+        "Halt podinfo.test advancement request duration 1.515s > 500ms".into(),
+    );
+    h.step().await;
+    h.world.metric_halts.clear();
+    assert_eq!(h.rollout().await, CanaryPhase::Succeeded);
+    let status = h.canary.status.clone().unwrap();
+    // Flagger's Succeeded status resets weight and iterations, not failedChecks.
+    assert_eq!(
+        (
+            status.canary_weight,
+            status.iterations,
+            status.failed_checks
+        ),
+        (0, 0, 1)
+    );
+
+    // A rollback resets them all.
+    h.world.metric_halts.insert(
+        "request-success-rate".into(),
+        "Halt podinfo.test advancement success rate 69.17% < 99%".into(),
+    );
+    h.new_revision("rev-3");
+    assert_eq!(h.rollout().await, CanaryPhase::Failed);
+    let status = h.canary.status.clone().unwrap();
+    assert_eq!(
+        (
+            status.canary_weight,
+            status.iterations,
+            status.failed_checks
+        ),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn an_ab_canary_shows_weight_0_and_finalising_resets_the_iterations() {
+    let mut h = Harness::new(&with_analysis(
+        "",
+        "    iterations: 2\n    match:\n    - headers:\n        x-canary: {exact: insider}\n",
+    ));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        h.step().await;
+        let s = h.canary.status.clone().unwrap();
+        seen.push((s.phase, s.canary_weight, s.iterations));
+        if s.phase == CanaryPhase::Succeeded {
+            break;
+        }
+    }
+    assert_eq!(h.phase(), CanaryPhase::Succeeded, "{:#?}", h.events);
+    // The matching requests went to the canary...
+    assert!(
+        h.events
+            .iter()
+            .any(|e| e == "Advance podinfo.test canary iteration 2/2")
+    );
+    // ...but `kubectl get canaries` shows weight 0 all along, as Flagger writes it.
+    assert!(seen.iter().all(|(_, w, _)| *w == 0), "{seen:?}");
+    assert!(seen.contains(&(CanaryPhase::Progressing, 0, 2)), "{seen:?}");
+    assert!(seen.contains(&(CanaryPhase::Finalising, 0, 0)), "{seen:?}");
+}
+
+#[tokio::test]
+async fn the_kubernetes_provider_finalises_with_iterations_back_to_0() {
+    let mut h = Harness::new(&with_analysis(
+        "  provider: kubernetes\n",
+        "    iterations: 2\n",
+    ));
+    h.initialize().await;
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::Finalising], 20).await;
+    let s = h.canary.status.clone().unwrap();
+    assert_eq!((s.canary_weight, s.iterations), (0, 0));
+}
+
+#[tokio::test]
+async fn rollback_hooks_speak_flaggers_words() {
+    let yaml = with_analysis(
+        "",
+        "    maxWeight: 50\n    stepWeight: 10\n    webhooks:\n    - name: abort\n      type: rollback\n      url: http://tester/rollback/check\n",
+    );
+    let mut h = Harness::new(&yaml);
+    h.initialize().await;
+    h.world.webhooks.insert("abort".into(), false);
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::Progressing], 2).await;
+    h.events.clear();
+    h.step().await;
+    assert_eq!(
+        h.events,
+        [
+            "Rollback hook abort not signaling a rollback",
+            "Starting canary analysis for podinfo.test",
+            "Advance podinfo.test canary weight 10",
+        ]
+    );
+    h.events.clear();
+    h.world.webhooks.insert("abort".into(), true);
+    h.step().await;
+    assert_eq!(h.phase(), CanaryPhase::Failed);
+    assert_eq!(
+        h.events,
+        [
+            "W: Rollback check abort passed",
+            "W: Rolling back podinfo.test manual webhook invoked",
+            "W: Canary failed! Scaling down podinfo.test",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn post_rollout_results_go_before_promotion_completed_and_after_canary_failed() {
+    let mut h = Harness::seed();
+    h.initialize().await;
+    h.new_revision("rev-2");
+    let mut last = None;
+    for _ in 0..30 {
+        let d = h.step().await;
+        if h.phase() == CanaryPhase::Succeeded {
+            last = Some(d);
+            break;
+        }
+    }
+    let d = last.expect("promoted");
+    assert!(
+        d.actions
+            .contains(&Action::RunPostRolloutHooks(CanaryPhase::Succeeded))
+    );
+    let messages: Vec<_> = d.events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages[d.post_rollout_after..],
+        ["Promotion completed! Scaling down podinfo.test"],
+        "the hooks' results come before this: {messages:?}"
+    );
+
+    h.world.metric_halts.insert(
+        "request-success-rate".into(),
+        "Halt podinfo.test advancement success rate 69.17% < 99%".into(),
+    );
+    h.new_revision("rev-3");
+    let mut last = None;
+    for _ in 0..30 {
+        let d = h.step().await;
+        if h.phase() == CanaryPhase::Failed {
+            last = Some(d);
+            break;
+        }
+    }
+    let d = last.expect("rolled back");
+    let messages: Vec<_> = d.events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages[..d.post_rollout_after].last(),
+        Some(&"Canary failed! Scaling down podinfo.test"),
+        "{messages:?}"
+    );
+    assert_eq!(messages.len(), d.post_rollout_after, "{messages:?}");
+}
+
+#[tokio::test]
+async fn metrics_are_checked_in_flaggers_order_and_a_builtin_name_with_a_template_twice() {
+    let yaml = with_analysis(
+        "",
+        "    maxWeight: 50\n    stepWeight: 10\n    metrics:\n    - name: error-rate\n      templateRef: {name: error-rate}\n      thresholdRange: {max: 1}\n    - name: request-success-rate\n      templateRef: {name: success-rate}\n      thresholdRange: {min: 99}\n    - name: request-duration\n      thresholdRange: {max: 500}\n",
+    );
+    let mut h = Harness::new(&yaml);
+    h.initialize().await;
+    h.new_revision("rev-2");
+    h.run_until(&[CanaryPhase::Progressing], 2).await;
+    h.step().await; // the first step runs no metric
+    h.world.metric_calls.clear();
+    h.step().await;
+    // Flagger runs the built-in checks (a built-in name runs its built-in query even
+    // with a templateRef), then every MetricTemplate.
+    assert_eq!(
+        h.world.metric_calls,
+        [
+            ("request-success-rate".to_string(), false),
+            ("request-duration".to_string(), false),
+            ("error-rate".to_string(), true),
+            ("request-success-rate".to_string(), true),
+        ]
+    );
 }

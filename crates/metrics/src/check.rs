@@ -318,8 +318,9 @@ impl CheckOutcome {
 /// - `Halt frontend.prod advancement error-rate 31.00 > 1`
 ///
 /// A metric without `thresholdRange` uses its old scalar `threshold` (a minimum for
-/// the success rate, a maximum otherwise). A value that is not a finite number never
-/// passes.
+/// the success rate, a maximum otherwise), which is 0 when unset, as in Flagger: a
+/// success rate then always passes, any other metric halts above 0. A value that is
+/// not a finite number never passes.
 pub fn evaluate(
     canary_name: &str,
     namespace: &str,
@@ -341,10 +342,9 @@ pub fn evaluate(
     }
     let (min, max) = match &metric.threshold_range {
         Some(r) => (r.min, r.max),
-        None => match (metric.threshold, builtin) {
-            (Some(t), Some(BuiltinMetric::RequestSuccessRate)) => (Some(t), None),
-            (Some(t), _) => (None, Some(t)),
-            (None, _) => (None, None),
+        None => match (metric.threshold.unwrap_or(0.0), builtin) {
+            (t, Some(BuiltinMetric::RequestSuccessRate)) => (Some(t), None),
+            (t, _) => (None, Some(t)),
         },
     };
     match builtin {
@@ -727,6 +727,44 @@ mod tests {
             ..Default::default()
         };
         assert!(!evaluate("podinfo", "test", &no_range, f64::NAN).passed());
+    }
+
+    #[test]
+    fn no_threshold_at_all_is_flaggers_threshold_0() {
+        let bare = |name: &str| CanaryMetric {
+            name: name.into(),
+            ..Default::default()
+        };
+        // A custom metric halts on any value above 0...
+        assert_eq!(
+            evaluate("podinfo", "test", &bare("error-rate"), 2.0),
+            halt("Halt podinfo.test advancement error-rate 2.00 > 0")
+        );
+        assert_eq!(
+            evaluate("podinfo", "test", &bare("error-rate"), 0.0),
+            CheckOutcome::Pass
+        );
+        // ...a request duration on any whole millisecond...
+        assert_eq!(
+            evaluate("podinfo", "test", &bare("request-duration"), 250.0),
+            halt("Halt podinfo.test advancement request duration 250ms > 0s")
+        );
+        // ...and a success rate never (it is a minimum).
+        assert_eq!(
+            evaluate("podinfo", "test", &bare("request-success-rate"), 12.0),
+            CheckOutcome::Pass
+        );
+        // A built-in name with a templateRef is judged as the template metric it is.
+        let mut templated = bare("request-success-rate");
+        templated.template_ref = Some(CrossNamespaceObjectReference {
+            name: "success-rate".into(),
+            ..Default::default()
+        });
+        templated.threshold = Some(99.0);
+        assert_eq!(
+            evaluate("podinfo", "test", &templated, 99.5),
+            halt("Halt podinfo.test advancement request-success-rate 99.50 > 99")
+        );
     }
 
     #[test]

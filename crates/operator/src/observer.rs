@@ -232,6 +232,13 @@ impl<'a> ClusterObserver<'a> {
     }
 }
 
+impl ClusterObserver<'_> {
+    /// The routes read this run, when they were read and could be.
+    pub fn routes_read(&self) -> Option<Routes> {
+        self.routes.as_ref().and_then(|r| r.as_ref().ok()).copied()
+    }
+}
+
 /// Asks once per run: the first answer, error included, is the answer for the run.
 async fn once<T: Clone>(
     slot: &mut Option<Result<T, String>>,

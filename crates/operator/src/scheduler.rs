@@ -2,6 +2,10 @@
 //! earlier when a watch says something worth acting on changed (a new revision of the
 //! target or of a tracked config, a spec change, a deletion). Each canary has its own
 //! task, so a slow canary never delays another.
+//!
+//! A spec change while an analysis is under way is the exception: as in Flagger, no
+//! step of the analysis comes before its interval has passed, so the next run stays
+//! due when it was (or one edited, shorter `analysis.interval` after the last run).
 
 use std::sync::Arc;
 
@@ -26,6 +30,7 @@ pub async fn canary_loop(
     }
     let mut last_generation: Option<i64> = None;
     loop {
+        let started = Instant::now();
         // Boxed: a run's future is large and lives only while it runs, so a thousand
         // idle canaries hold a few hundred bytes each, not the run's whole state.
         let (next, generation) = Box::pin(run_once(&ctx, &namespace, &name)).await;
@@ -36,13 +41,24 @@ pub async fn canary_loop(
             Next::Stop => return,
             Next::After(d) => d,
         };
-        let deadline = Instant::now() + wait;
+        let mut deadline = Instant::now() + wait;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = nudge.notified() => {
-                    if Box::pin(worth_running_now(&ctx, &namespace, &name, last_generation)).await {
-                        break;
+                    match Box::pin(worth_running_now(&ctx, &namespace, &name, last_generation)).await {
+                        Wake::Now => break,
+                        Wake::NotYet => {}
+                        Wake::Edited { generation, interval } => {
+                            // Seen: the edit is acted on at the next run, still due
+                            // when it was (a retry after an error included), or one
+                            // edited interval after the last run when that is sooner.
+                            last_generation = generation;
+                            deadline = deadline.min(started + interval);
+                            if deadline <= Instant::now() {
+                                break;
+                            }
+                        }
                     }
                 }
             }
@@ -50,21 +66,34 @@ pub async fn canary_loop(
     }
 }
 
-/// True when a nudge calls for a run before the next tick.
+/// What a nudge calls for.
+enum Wake {
+    /// A run before the next tick.
+    Now,
+    NotYet,
+    /// The spec was edited during an analysis: the next run stays due one
+    /// `interval` after the last.
+    Edited {
+        generation: Option<i64>,
+        interval: std::time::Duration,
+    },
+}
+
+/// Whether a nudge calls for a run before the next tick.
 async fn worth_running_now(
     ctx: &Context,
     namespace: &str,
     name: &str,
     last_generation: Option<i64>,
-) -> bool {
+) -> Wake {
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), namespace);
     let canary = match api.get_opt(name).await {
         Ok(Some(c)) => c,
-        Ok(None) => return true,
-        Err(_) => return false,
+        Ok(None) => return Wake::Now,
+        Err(_) => return Wake::NotYet,
     };
     if canary.metadata.deletion_timestamp.is_some() {
-        return true;
+        return Wake::Now;
     }
     // A request made by hand (`serin promote` ...) is acted on at once.
     if canary
@@ -73,16 +102,28 @@ async fn worth_running_now(
         .as_ref()
         .is_some_and(|a| a.contains_key(serin_api::manual::REQUEST))
     {
-        return true;
+        return Wake::Now;
     }
-    if canary.metadata.generation != last_generation {
-        return true;
-    }
+    let edited = canary.metadata.generation != last_generation;
     let Some(status) = canary.status.clone() else {
-        return true;
+        return Wake::Now;
     };
+    if edited {
+        // Outside an analysis an edit is applied at once (no step can come of it);
+        // during one, a run now would take the next step early.
+        if !status.phase.is_running() {
+            return Wake::Now;
+        }
+        if new_revision(ctx, &canary, &status).await {
+            return Wake::Now;
+        }
+        return Wake::Edited {
+            generation: canary.metadata.generation,
+            interval: canary.analysis_interval(),
+        };
+    }
     if canary.spec.suspend {
-        return false;
+        return Wake::NotYet;
     }
     match status.phase {
         // Finish the initialization as soon as the primary is ready.
@@ -97,21 +138,44 @@ async fn worth_running_now(
                     skip_config_tracking: !ctx.options.config_tracking,
                 },
             ) else {
-                return false;
+                return Wake::NotYet;
             };
-            return matches!(
+            return if matches!(
                 workload.primary_readiness(&canary).await,
                 Ok(crate::workload::Readiness::Ready)
-            );
+            ) {
+                Wake::Now
+            } else {
+                Wake::NotYet
+            };
         }
         CanaryPhase::Initialized
         | CanaryPhase::Succeeded
         | CanaryPhase::Failed
         | CanaryPhase::Progressing
         | CanaryPhase::WaitingPromotion => {}
-        _ => return false,
+        _ => return Wake::NotYet,
     }
-    let canary = crate::controller::with_default_provider(ctx, canary);
+    if new_revision(ctx, &canary, &status).await {
+        Wake::Now
+    } else {
+        Wake::NotYet
+    }
+}
+
+/// The target or a tracked config has a revision the status has not recorded.
+async fn new_revision(ctx: &Context, canary: &Canary, status: &serin_api::CanaryStatus) -> bool {
+    if !matches!(
+        status.phase,
+        CanaryPhase::Initialized
+            | CanaryPhase::Succeeded
+            | CanaryPhase::Failed
+            | CanaryPhase::Progressing
+            | CanaryPhase::WaitingPromotion
+    ) {
+        return false;
+    }
+    let canary = crate::controller::with_default_provider(ctx, canary.clone());
     let Ok(workload) = crate::workload::workload_with(
         ctx.client.clone(),
         &canary,

@@ -38,39 +38,33 @@ pub fn payload(
         name: canary.metadata.name.clone().unwrap_or_default(),
         namespace: canary.metadata.namespace.clone().unwrap_or_default(),
         phase,
-        checksum: match status
-            .last_applied_spec
-            .as_deref()
-            .filter(|s| !s.is_empty())
-        {
-            Some(applied) => revision_checksum(applied, status.tracked_configs.as_ref()),
-            None => spec_checksum(canary),
-        },
+        checksum: canary_checksum(
+            status.tracked_configs.as_ref(),
+            status.last_applied_spec.as_deref().unwrap_or_default(),
+        ),
         metadata,
     }
 }
 
-/// The checksum of a revision, as Flagger's covers it: the target's spec and its
-/// tracked ConfigMaps and Secrets, so a config-only revision has a new one.
-fn revision_checksum(applied: &str, tracked: Option<&BTreeMap<String, String>>) -> String {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(applied.as_bytes());
-    for (name, sum) in tracked.into_iter().flatten() {
-        hasher.update(b"\n");
-        hasher.update(name.as_bytes());
-        hasher.update(b"=");
-        hasher.update(sum.as_bytes());
-    }
-    hex::encode(&hasher.finalize()[..8])
-}
-
-/// A stable checksum of the canary spec, for payloads sent before the first revision is
-/// recorded.
-fn spec_checksum(canary: &Canary) -> String {
-    use sha2::Digest;
-    let text = serde_json::to_string(&canary.spec).unwrap_or_default();
-    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+/// Flagger's `canaryChecksum`: its `ComputeHash` (go-spew's `%#v`, FNV-32a,
+/// `rand.SafeEncodeString`) of a struct of the status' `trackedConfigs` (a pointer
+/// to a map: `<nil>` when the status has none) and `lastAppliedSpec`. A receiver
+/// that keys on it sees the values Flagger would send, and a config-only revision
+/// has a new one.
+fn canary_checksum(tracked: Option<&BTreeMap<String, String>>, applied: &str) -> String {
+    // go-spew prints map keys sorted (Go's string order is byte order, as a
+    // BTreeMap's) and strings unquoted.
+    let configs = match tracked {
+        None => "<nil>".to_string(),
+        Some(m) => {
+            let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            format!("map[{}]", pairs.join(" "))
+        }
+    };
+    let text = format!(
+        "(struct {{ TrackedConfigs *map[string]string; LastAppliedSpec string }}){{TrackedConfigs:(*map[string]string){configs} LastAppliedSpec:(string){applied}}}"
+    );
+    crate::labels::fnv_hash(text.as_bytes())
 }
 
 impl WebhookCaller {
@@ -199,7 +193,50 @@ mod tests {
         assert_eq!(p.name, "podinfo");
         assert_eq!(p.namespace, "test");
         assert_eq!(p.metadata.get("cmd").map(String::as_str), Some("hey"));
-        assert_eq!(p.checksum.len(), 16);
+        // Flagger's canaryChecksum of a status with nothing applied yet.
+        assert_eq!(p.checksum, "758df7c9fc");
+    }
+
+    /// The values Flagger v1.44.0's `canaryChecksum` gives (go-spew at the commit
+    /// Flagger pins, FNV-32a, `rand.SafeEncodeString`), computed once with Go.
+    #[test]
+    fn the_checksum_is_flaggers_canary_checksum() {
+        let hook = CanaryWebhook::default();
+        let checksum = |tracked: Option<&[(&str, &str)]>, applied: Option<&str>| {
+            let mut canary = Canary::new("podinfo", Default::default());
+            canary.status = Some(serin_api::canary::CanaryStatus {
+                last_applied_spec: applied.map(str::to_string),
+                tracked_configs: tracked.map(|t| {
+                    t.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                }),
+                ..Default::default()
+            });
+            payload(&canary, &hook, CanaryPhase::Progressing, &BTreeMap::new()).checksum
+        };
+        assert_eq!(checksum(None, None), "758df7c9fc");
+        assert_eq!(checksum(Some(&[]), None), "68bf6f479b");
+        assert_eq!(checksum(None, Some("5f4b7c9d8")), "588f977879");
+        assert_eq!(checksum(Some(&[]), Some("5f4b7c9d8")), "65cb9888d8");
+        assert_eq!(
+            checksum(
+                Some(&[("configmap/podinfo-config", "6d7b6c5f9c")]),
+                Some("5f4b7c9d8")
+            ),
+            "5cb66668db"
+        );
+        assert_eq!(
+            checksum(
+                Some(&[
+                    ("secret/podinfo-secret", "c4b5d9f7"),
+                    ("configmap/podinfo-config", "7c8f5d6b9"),
+                    ("configmap/a-first", "x\"q\\"),
+                ]),
+                Some("5f4b7c9d8")
+            ),
+            "56dc4cb6cb"
+        );
     }
 
     #[test]

@@ -246,6 +246,34 @@ async fn readiness_waits_for_the_rollout_and_fails_past_the_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn readiness_keeps_the_seeds_wait_and_speaks_flaggers_words_at_the_deadline() {
+    let clock = Clock::system();
+    let (sb, client, canary) = podinfo(clock).await;
+    let w = workload(&client, &canary, clock);
+    w.initialize_primary(&canary).await.unwrap();
+    assert_eq!(settle(w.as_ref(), &canary, true).await, Readiness::Ready);
+    sb.set_never_ready("test", "Deployment", "podinfo", true);
+    set_image(&client, "ghcr.io/stefanprodan/podinfo:6.0.1").await;
+    // The wait the seeds' `kubectl describe` shows, in their words.
+    assert_eq!(
+        w.canary_readiness(&canary).await.unwrap(),
+        Readiness::Waiting(
+            "Waiting for podinfo.test rollout to finish: 0 of 1 updated replicas are available"
+                .into()
+        )
+    );
+    // Kubernetes gives up on the rollout: Flagger's words too.
+    let end = settle(w.as_ref(), &canary, false).await;
+    assert_eq!(
+        end,
+        Readiness::DeadlineExceeded(
+            "canary deployment podinfo.test not ready: deployment \"podinfo\" exceeded its progress deadline"
+                .into()
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_new_template_is_a_new_revision() {
     let clock = Clock::system();
     let (_sb, client, canary) = podinfo(clock).await;

@@ -758,3 +758,92 @@ async fn session_affinity_keeps_a_cookie_for_the_analysis() {
         "the cookie is retired after the promotion"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_spec_edit_mid_analysis_waits_for_the_interval_before_the_next_step() {
+    let mut sim = start(
+        &canary_yaml(
+            "",
+            &format!("    maxWeight: 50\n    stepWeight: 10\n{METRICS}"),
+        ),
+        Options {
+            metrics: healthy(),
+            ..Default::default()
+        },
+    )
+    .await;
+    sim.wait_initialized(&mut |_| {})
+        .await
+        .expect("initialized");
+    sim.new_revision().await.expect("new revision");
+    sim.wait_until("weight 10", &mut |_| {}, |c| {
+        c.status.as_ref().is_some_and(|s| s.canary_weight == 10)
+    })
+    .await
+    .expect("advancing");
+    // The user edits the Canary (a new generation) right after a step.
+    let api: kube::Api<serin_api::Canary> = kube::Api::namespaced(sim.client.clone(), "test");
+    api.patch(
+        "podinfo",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"progressDeadlineSeconds": 120}})),
+    )
+    .await
+    .expect("canary edited");
+    sim.wait_until("weight 20", &mut |_| {}, |c| {
+        c.status.as_ref().is_some_and(|s| s.canary_weight == 20)
+    })
+    .await
+    .expect("advancing");
+    let events = sim.events();
+    let at = |text: &str| {
+        events
+            .iter()
+            .find(|e| e.message == text)
+            .unwrap_or_else(|| panic!("no {text:?}\n{}", lines(&events)))
+            .elapsed
+    };
+    let gap =
+        at("Advance podinfo.test canary weight 20") - at("Advance podinfo.test canary weight 10");
+    assert!(
+        gap >= std::time::Duration::from_secs(60),
+        "the next step came {gap:?} after the last one, before the 1m interval\n{}",
+        lines(&events)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_rollout_results_are_recorded_before_promotion_completed() {
+    let yaml = canary_yaml(
+        "",
+        &format!(
+            "    maxWeight: 20\n    stepWeight: 10\n{METRICS}
+    webhooks:
+      - name: notify
+        type: post-rollout
+        url: http://flagger-loadtester.test/"
+        ),
+    );
+    let (outcome, events) = run_yaml(
+        &yaml,
+        Options {
+            metrics: healthy(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        outcome.phase(),
+        CanaryPhase::Succeeded,
+        "{}",
+        lines(&events)
+    );
+    assert_in_order(
+        &events,
+        &[
+            "Routing all traffic to primary",
+            "Post-rollout check notify passed",
+            "Promotion completed! Scaling down podinfo.test",
+        ],
+    );
+}

@@ -188,6 +188,7 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
     }
     let mut decision = serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await;
     let seen = std::mem::take(&mut observer.seen);
+    let seen_routes = observer.routes_read();
     drop(observer);
     if queued(ctx, &canary, &decision).await {
         return None;
@@ -271,12 +272,24 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             .await;
         }
     }
-    note_phase(ctx, &canary, &status);
-    publish(ctx, &canary, &status, &decision).await;
-    for phase in post_rollout {
-        run_post_rollout_hooks(ctx, &canary, &status, phase).await;
-    }
+    note_phase(ctx, &canary, &status, gauge_weight(&decision, &seen_routes));
+    publish(ctx, &canary, &status, &decision, &post_rollout).await;
     None
+}
+
+/// The canary weight for the `flagger_canary_weight` gauge: as in Flagger, the
+/// routes' (set this run, else read this run), which for A/B testing is not the
+/// status' weight (0 there, as Flagger writes it).
+fn gauge_weight(decision: &Decision, seen: &Option<serin_engine::Routes>) -> Option<i32> {
+    decision
+        .actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::SetRoutes(r) => Some(r.canary),
+            _ => None,
+        })
+        .or(seen.map(|r| r.canary))
 }
 
 /// A slot among the concurrent analyses taken by a run, given back when the run ends
@@ -343,7 +356,7 @@ async fn queued(ctx: &Context, canary: &Canary, decision: &Decision) -> bool {
     true
 }
 
-fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus) {
+fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus, weight: Option<i32>) {
     let key = key_of(canary);
     if status.phase.is_running() {
         ctx.running().insert(key.clone());
@@ -352,24 +365,44 @@ fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus) {
         ctx.running().remove(&key);
     }
     if let Some(t) = &ctx.telemetry {
-        t.observe_status(canary, status);
+        match weight {
+            Some(w) if w != status.canary_weight => {
+                let mut routed = status.clone();
+                routed.canary_weight = w;
+                t.observe_status(canary, &routed);
+            }
+            _ => t.observe_status(canary, status),
+        }
     }
 }
 
-/// Records the decision's events (and passes them to `event` webhooks) and sends its
-/// alerts.
-async fn publish(ctx: &Context, canary: &Canary, status: &CanaryStatus, decision: &Decision) {
-    for event in &decision.events {
+/// Records the decision's events (and passes them to `event` webhooks), runs the
+/// post-rollout hooks with their results in Flagger's place among them, and sends
+/// the alerts.
+async fn publish(
+    ctx: &Context,
+    canary: &Canary,
+    status: &CanaryStatus,
+    decision: &Decision,
+    post_rollout: &[CanaryPhase],
+) {
+    let record = |type_: EventType, message: String| async move {
         ctx.recorder
-            .record(
-                canary,
-                event.type_,
-                &event.message,
-                status.phase,
-                status.canary_weight,
-            )
+            .record(canary, type_, &message, status.phase, status.canary_weight)
             .await;
-        send_to_event_webhooks(ctx, canary, event.type_, &event.message, status.phase);
+        send_to_event_webhooks(ctx, canary, type_, &message, status.phase);
+    };
+    let at = decision.post_rollout_after.min(decision.events.len());
+    for event in &decision.events[..at] {
+        record(event.type_, event.message.clone()).await;
+    }
+    for phase in post_rollout {
+        for (type_, message) in run_post_rollout_hooks(ctx, canary, *phase).await {
+            record(type_, message).await;
+        }
+    }
+    for event in &decision.events[at..] {
+        record(event.type_, event.message.clone()).await;
     }
     if let Some(dispatcher) = &ctx.alerts {
         for alert in &decision.alerts {
@@ -425,12 +458,13 @@ fn send_to_event_webhooks(
     }
 }
 
+/// Calls the post-rollout hooks in order until one fails, as Flagger does; their
+/// results, as events.
 async fn run_post_rollout_hooks(
     ctx: &Context,
     canary: &Canary,
-    status: &CanaryStatus,
     phase: CanaryPhase,
-) {
+) -> Vec<(EventType, String)> {
     let hooks: Vec<_> = canary
         .analysis()
         .map(|a| {
@@ -441,25 +475,27 @@ async fn run_post_rollout_hooks(
                 .collect()
         })
         .unwrap_or_default();
+    let mut results = Vec::new();
     for hook in hooks {
-        let (type_, message) = match ctx
+        match ctx
             .checks
             .call_webhook(canary, &hook, phase, &Default::default())
             .await
         {
-            Ok(()) => (
+            Ok(()) => results.push((
                 EventType::Normal,
                 format!("Post-rollout check {} passed", hook.name),
-            ),
-            Err(e) => (
-                EventType::Warning,
-                format!("Post-rollout hook {} failed {e}", hook.name),
-            ),
-        };
-        ctx.recorder
-            .record(canary, type_, &message, status.phase, status.canary_weight)
-            .await;
+            )),
+            Err(e) => {
+                results.push((
+                    EventType::Warning,
+                    format!("Post-rollout hook {} failed {e}", hook.name),
+                ));
+                break;
+            }
+        }
     }
+    results
 }
 
 /// Deletion of a canary: with `revertOnDeletion`, restore the target and remove the

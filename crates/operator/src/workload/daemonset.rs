@@ -14,11 +14,11 @@ use kube::{Client, ResourceExt};
 use serin_api::Canary;
 
 use super::flagger_hash;
-use super::set_primary_metadata;
 use super::template::{
     flagger_template_hash, get_target, get_target_with_template, primary_pod_template,
 };
 use super::{Readiness, TargetRevision, WorkloadController, WorkloadOptions, primary_name};
+use super::{Role, set_primary_metadata};
 use crate::configs::TrackedConfigs;
 use crate::error::{Error, Result};
 use crate::labels::{self, Applied, LabelOptions, SelectorLabel};
@@ -104,7 +104,7 @@ impl DaemonSetController {
         Ok(())
     }
 
-    fn readiness(&self, ds: &DaemonSet, canary: &Canary, threshold: i32) -> Readiness {
+    fn readiness(&self, ds: &DaemonSet, canary: &Canary, threshold: i32, role: Role) -> Readiness {
         let since = canary
             .status
             .as_ref()
@@ -116,6 +116,7 @@ impl DaemonSetController {
             threshold,
             since,
             self.options.clock.now(),
+            role,
         )
     }
 }
@@ -196,37 +197,52 @@ fn copy_template(
 /// Whether a DaemonSet's rollout is done: every scheduled pod updated and at least
 /// `threshold` percent of them available. Not done `deadline` after `since` (the
 /// canary's last transition) means it failed.
+///
+/// The texts are Flagger's, its spelling included ("primary daemonset
+/// agent-primary.test not ready: waiting for rollout to finish: ...", "canary
+/// damonset agent.test not ready with retryable true: ..."), except the wait for
+/// available pods, in the seeds' words ("Waiting for agent.test rollout to finish:
+/// 1 of 3 updated pods are available").
 pub fn daemonset_readiness(
     ds: &DaemonSet,
     deadline: Duration,
     threshold: i32,
     since: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    role: Role,
 ) -> Readiness {
     let id = labels::dotted(
         &ds.name_any(),
         ds.namespace().as_deref().unwrap_or_default(),
     );
-    let waiting =
-        |what: String| Readiness::Waiting(format!("Waiting for {id} rollout to finish: {what}"));
+    let not_ready = match role {
+        Role::Primary => format!("primary daemonset {id} not ready"),
+        Role::Canary => format!("canary damonset {id} not ready with retryable true"),
+    };
     let status = ds.status.clone().unwrap_or_default();
     if ds.metadata.generation.unwrap_or(0) > status.observed_generation.unwrap_or(0) {
-        return waiting("observed daemonset generation less than desired generation".into());
+        return Readiness::Waiting(format!(
+            "{not_ready}: waiting for rollout to finish: observed daemonset generation less than desired generation"
+        ));
     }
     let desired = status.desired_number_scheduled;
     let updated = status.updated_number_scheduled.unwrap_or(0);
     let available = status.number_available.unwrap_or(0);
     let needed = (i64::from(desired) * i64::from(threshold.clamp(0, 100)) / 100) as i32;
-    let what = if updated < desired {
-        format!("{updated} out of {desired} new pods have been updated")
+    let (what, text) = if updated < desired {
+        let what = format!("{updated} out of {desired} new pods have been updated");
+        let text = format!("{not_ready}: waiting for rollout to finish: {what}");
+        (what, text)
     } else if available < needed {
-        if threshold == 100 {
+        let what = if threshold == 100 {
             format!("{available} of {needed} updated pods are available")
         } else {
             format!(
                 "{available} of {needed} (readyThreshold {threshold}%) updated pods are available"
             )
-        }
+        };
+        let text = format!("Waiting for {id} rollout to finish: {what}");
+        (what, text)
     } else {
         return Readiness::Ready;
     };
@@ -239,7 +255,7 @@ pub fn daemonset_readiness(
             ));
         }
     }
-    waiting(what)
+    Readiness::Waiting(text)
 }
 
 #[async_trait]
@@ -319,12 +335,22 @@ impl WorkloadController for DaemonSetController {
 
     async fn canary_readiness(&self, canary: &Canary) -> Result<Readiness> {
         let target = self.target(canary).await?;
-        Ok(self.readiness(&target, canary, canary.canary_ready_threshold()))
+        Ok(self.readiness(
+            &target,
+            canary,
+            canary.canary_ready_threshold(),
+            Role::Canary,
+        ))
     }
 
     async fn primary_readiness(&self, canary: &Canary) -> Result<Readiness> {
         let primary = self.primary(canary).await?;
-        Ok(self.readiness(&primary, canary, canary.primary_ready_threshold()))
+        Ok(self.readiness(
+            &primary,
+            canary,
+            canary.primary_ready_threshold(),
+            Role::Primary,
+        ))
     }
 
     async fn scale_to_zero(&self, canary: &Canary) -> Result<()> {
@@ -430,6 +456,33 @@ mod tests {
     }
 
     #[test]
+    fn waits_other_than_for_available_pods_are_in_flaggers_words() {
+        let now = Utc::now();
+        let d = ds(DaemonSetStatus {
+            desired_number_scheduled: 3,
+            updated_number_scheduled: Some(1),
+            number_available: Some(1),
+            ..Default::default()
+        });
+        let wait =
+            |role| daemonset_readiness(&d, Duration::from_secs(60), 100, Some(now), now, role);
+        assert_eq!(
+            wait(Role::Primary),
+            Readiness::Waiting(
+                "primary daemonset agent.test not ready: waiting for rollout to finish: 1 out of 3 new pods have been updated"
+                    .into()
+            )
+        );
+        assert_eq!(
+            wait(Role::Canary),
+            Readiness::Waiting(
+                "canary damonset agent.test not ready with retryable true: waiting for rollout to finish: 1 out of 3 new pods have been updated"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
     fn readiness_counts_scheduled_pods() {
         let now = Utc::now();
         let d = ds(DaemonSetStatus {
@@ -439,19 +492,40 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            daemonset_readiness(&d, Duration::from_secs(60), 100, Some(now), now),
+            daemonset_readiness(
+                &d,
+                Duration::from_secs(60),
+                100,
+                Some(now),
+                now,
+                Role::Canary
+            ),
             Readiness::Waiting(
                 "Waiting for agent.test rollout to finish: 1 of 3 updated pods are available"
                     .into()
             )
         );
         assert_eq!(
-            daemonset_readiness(&d, Duration::from_secs(60), 30, Some(now), now),
+            daemonset_readiness(
+                &d,
+                Duration::from_secs(60),
+                30,
+                Some(now),
+                now,
+                Role::Canary
+            ),
             Readiness::Ready
         );
         let late = now + chrono::Duration::seconds(61);
         assert!(matches!(
-            daemonset_readiness(&d, Duration::from_secs(60), 100, Some(now), late),
+            daemonset_readiness(
+                &d,
+                Duration::from_secs(60),
+                100,
+                Some(now),
+                late,
+                Role::Canary
+            ),
             Readiness::DeadlineExceeded(_)
         ));
     }

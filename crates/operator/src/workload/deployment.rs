@@ -12,11 +12,11 @@ use kube::{Client, ResourceExt};
 use serin_api::Canary;
 
 use super::flagger_hash;
-use super::set_primary_metadata;
 use super::template::{
     flagger_template_hash, get_target, get_target_with_template, primary_pod_template,
 };
 use super::{Readiness, TargetRevision, WorkloadController, WorkloadOptions, primary_name};
+use super::{Role, set_primary_metadata};
 use crate::configs::TrackedConfigs;
 use crate::error::{Error, Result};
 use crate::hpa;
@@ -89,12 +89,19 @@ impl DeploymentController {
         Ok(())
     }
 
-    async fn readiness(&self, dep: &Deployment, canary: &Canary, threshold: i32) -> Readiness {
+    async fn readiness(
+        &self,
+        dep: &Deployment,
+        canary: &Canary,
+        threshold: i32,
+        role: Role,
+    ) -> Readiness {
         deployment_readiness(
             dep,
             canary.progress_deadline(),
             threshold,
             self.options.clock.now(),
+            role,
         )
     }
 }
@@ -159,22 +166,33 @@ fn copy_template(
 /// updated, no old ones left, and at least `threshold` percent of the updated ones
 /// available. A rollout Kubernetes marks `ProgressDeadlineExceeded`, or that made no
 /// progress for `deadline`, has failed.
+///
+/// The texts are Flagger's ("podinfo-primary.test not ready: waiting for rollout to
+/// finish: 0 out of 2 new replicas have been updated", "canary deployment
+/// podinfo.test not ready: ..."), except the wait for available replicas, which
+/// keeps the words of the seeds' `kubectl describe` ("Waiting for podinfo.test
+/// rollout to finish: 0 of 1 updated replicas are available").
 pub fn deployment_readiness(
     dep: &Deployment,
     deadline: Duration,
     threshold: i32,
     now: DateTime<Utc>,
+    role: Role,
 ) -> Readiness {
     let id = labels::dotted(
         &dep.name_any(),
         dep.namespace().as_deref().unwrap_or_default(),
     );
-    let waiting =
-        |what: String| Readiness::Waiting(format!("Waiting for {id} rollout to finish: {what}"));
+    let not_ready = match role {
+        Role::Primary => format!("{id} not ready"),
+        Role::Canary => format!("canary deployment {id} not ready"),
+    };
     let status = dep.status.clone().unwrap_or_default();
     let generation = dep.metadata.generation.unwrap_or(0);
     if generation > status.observed_generation.unwrap_or(0) {
-        return waiting("observed deployment generation less than desired generation".into());
+        return Readiness::Waiting(format!(
+            "{not_ready}: waiting for rollout to finish: observed deployment generation less than desired generation"
+        ));
     }
     let condition = |t: &str| -> Option<&DeploymentCondition> {
         status.conditions.iter().flatten().find(|c| c.type_ == t)
@@ -182,7 +200,8 @@ pub fn deployment_readiness(
     let progressing = condition("Progressing");
     if progressing.is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")) {
         return Readiness::DeadlineExceeded(format!(
-            "Deployment {id} exceeded its progress deadline"
+            "{not_ready}: deployment \"{}\" exceeded its progress deadline",
+            dep.name_any()
         ));
     }
     let desired = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -190,27 +209,29 @@ pub fn deployment_readiness(
     let replicas = status.replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
     let needed = (i64::from(updated) * i64::from(threshold.clamp(0, 100)) / 100) as i32;
-    let not_ready = if updated < desired {
-        Some(format!(
-            "{updated} out of {desired} new replicas have been updated"
-        ))
+    // What is awaited, and the text of the wait.
+    let (what, text) = if updated < desired {
+        let what = format!("{updated} out of {desired} new replicas have been updated");
+        let text = format!("{not_ready}: waiting for rollout to finish: {what}");
+        (what, text)
     } else if replicas > updated {
-        Some(format!(
+        let what = format!(
             "{} old replicas are pending termination",
             replicas - updated
-        ))
+        );
+        let text = format!("{not_ready}: waiting for rollout to finish: {what}");
+        (what, text)
     } else if available < needed {
-        Some(if threshold == 100 {
+        let what = if threshold == 100 {
             format!("{available} of {needed} updated replicas are available")
         } else {
             format!(
                 "{available} of {needed} (readyThreshold {threshold}%) updated replicas are available"
             )
-        })
+        };
+        let text = format!("Waiting for {id} rollout to finish: {what}");
+        (what, text)
     } else {
-        None
-    };
-    let Some(what) = not_ready else {
         return Readiness::Ready;
     };
     // The last sign of progress: Kubernetes moves these timestamps as pods come up.
@@ -231,7 +252,7 @@ pub fn deployment_readiness(
             ));
         }
     }
-    waiting(what)
+    Readiness::Waiting(text)
 }
 
 #[async_trait]
@@ -310,14 +331,24 @@ impl WorkloadController for DeploymentController {
     async fn canary_readiness(&self, canary: &Canary) -> Result<Readiness> {
         let target = self.target(canary).await?;
         Ok(self
-            .readiness(&target, canary, canary.canary_ready_threshold())
+            .readiness(
+                &target,
+                canary,
+                canary.canary_ready_threshold(),
+                Role::Canary,
+            )
             .await)
     }
 
     async fn primary_readiness(&self, canary: &Canary) -> Result<Readiness> {
         let primary = self.primary(canary).await?;
         Ok(self
-            .readiness(&primary, canary, canary.primary_ready_threshold())
+            .readiness(
+                &primary,
+                canary,
+                canary.primary_ready_threshold(),
+                Role::Primary,
+            )
             .await)
     }
 
@@ -480,9 +511,51 @@ mod tests {
             },
         );
         assert_eq!(
-            deployment_readiness(&d, MIN, 100, now),
+            deployment_readiness(&d, MIN, 100, now, Role::Canary),
             Readiness::Waiting(
                 "Waiting for podinfo.test rollout to finish: 0 of 1 updated replicas are available"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn waits_other_than_for_available_replicas_are_in_flaggers_words() {
+        let now = Utc::now();
+        let d = dep(
+            2,
+            DeploymentStatus {
+                replicas: Some(3),
+                updated_replicas: Some(2),
+                available_replicas: Some(2),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            deployment_readiness(&d, MIN, 100, now, Role::Primary),
+            Readiness::Waiting(
+                "podinfo.test not ready: waiting for rollout to finish: 1 old replicas are pending termination"
+                    .into()
+            )
+        );
+        assert_eq!(
+            deployment_readiness(&d, MIN, 100, now, Role::Canary),
+            Readiness::Waiting(
+                "canary deployment podinfo.test not ready: waiting for rollout to finish: 1 old replicas are pending termination"
+                    .into()
+            )
+        );
+        let mut d = d;
+        d.status.as_mut().unwrap().conditions = Some(vec![cond(
+            "Progressing",
+            "False",
+            "ProgressDeadlineExceeded",
+            now,
+        )]);
+        assert_eq!(
+            deployment_readiness(&d, MIN, 100, now, Role::Canary),
+            Readiness::DeadlineExceeded(
+                "canary deployment podinfo.test not ready: deployment \"podinfo\" exceeded its progress deadline"
                     .into()
             )
         );
@@ -500,9 +573,12 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(deployment_readiness(&d, MIN, 50, now), Readiness::Ready);
+        assert_eq!(
+            deployment_readiness(&d, MIN, 50, now, Role::Canary),
+            Readiness::Ready
+        );
         assert!(
-            matches!(deployment_readiness(&d, MIN, 75, now), Readiness::Waiting(m) if m.contains("2 of 3 (readyThreshold 75%)"))
+            matches!(deployment_readiness(&d, MIN, 75, now, Role::Canary), Readiness::Waiting(m) if m.contains("2 of 3 (readyThreshold 75%)"))
         );
     }
 
@@ -525,7 +601,7 @@ mod tests {
             },
         );
         assert!(matches!(
-            deployment_readiness(&d, MIN, 100, now),
+            deployment_readiness(&d, MIN, 100, now, Role::Canary),
             Readiness::DeadlineExceeded(_)
         ));
 
@@ -540,11 +616,11 @@ mod tests {
             ),
         ]);
         assert!(
-            matches!(deployment_readiness(&d, MIN, 100, now), Readiness::DeadlineExceeded(m) if m.contains("progressDeadlineSeconds 60"))
+            matches!(deployment_readiness(&d, MIN, 100, now, Role::Canary), Readiness::DeadlineExceeded(m) if m.contains("progressDeadlineSeconds 60"))
         );
         // Within the deadline it is still rolling out.
         assert!(matches!(
-            deployment_readiness(&d, Duration::from_secs(120), 100, now),
+            deployment_readiness(&d, Duration::from_secs(120), 100, now, Role::Canary),
             Readiness::Waiting(_)
         ));
     }
@@ -562,11 +638,11 @@ mod tests {
             },
         );
         assert!(
-            matches!(deployment_readiness(&d, MIN, 100, now), Readiness::Waiting(m) if m.ends_with("1 old replicas are pending termination"))
+            matches!(deployment_readiness(&d, MIN, 100, now, Role::Canary), Readiness::Waiting(m) if m.ends_with("1 old replicas are pending termination"))
         );
         d.metadata.generation = Some(3);
         assert!(
-            matches!(deployment_readiness(&d, MIN, 100, now), Readiness::Waiting(m) if m.contains("generation"))
+            matches!(deployment_readiness(&d, MIN, 100, now, Role::Canary), Readiness::Waiting(m) if m.contains("generation"))
         );
     }
 
@@ -574,7 +650,7 @@ mod tests {
     fn scaled_to_zero_is_ready() {
         let d = dep(0, DeploymentStatus::default());
         assert_eq!(
-            deployment_readiness(&d, MIN, 100, Utc::now()),
+            deployment_readiness(&d, MIN, 100, Utc::now(), Role::Canary),
             Readiness::Ready
         );
     }

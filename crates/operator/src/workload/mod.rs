@@ -19,6 +19,15 @@ pub use daemonset::{
 pub use deployment::{DeploymentController, deployment_readiness, primary_deployment};
 pub use template::{TargetPods, primary_pod_template, read_target_pods, template_hash};
 
+/// Which of a canary's two workloads a readiness answer is about: Flagger words
+/// their waits differently ("podinfo-primary.test not ready: ...", "canary
+/// deployment podinfo.test not ready: ...").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Canary,
+}
+
 /// Readiness and revisions are the engine's own observation types.
 pub use serin_engine::{Readiness, TargetRevision};
 
