@@ -71,9 +71,9 @@ impl Health {
         let mut state = self.state();
         let was_ok = state.api.as_ref().map(|p| p.result.is_ok());
         match (&result, was_ok) {
-            (Err(e), None | Some(true)) => tracing::warn!(
-                msg = format!("API server {} unreachable: {e}", state.server)
-            ),
+            (Err(e), None | Some(true)) => {
+                tracing::warn!(msg = format!("API server {} unreachable: {e}", state.server))
+            }
             (Ok(()), Some(false)) => {
                 tracing::info!(msg = format!("API server {} answers again", state.server))
             }
@@ -250,7 +250,9 @@ mod tests {
         h.watch_delivered("Canary");
         assert!(h.is_ready());
         h.watch_failed("Canary", "connection refused");
-        h.api_probed(Err("GET https://10.0.0.1:6443/version: connection refused".into()));
+        h.api_probed(Err(
+            "GET https://10.0.0.1:6443/version: connection refused".into()
+        ));
         let reasons = h.check().unwrap_err();
         assert_eq!(
             reasons,

@@ -72,9 +72,7 @@ impl WebhookToken {
         let (namespace, name) = secret
             .split_once('/')
             .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
-            .ok_or_else(|| {
-                format!("--webhook-token-secret {secret:?}: expected NAMESPACE/NAME")
-            })?;
+            .ok_or_else(|| format!("--webhook-token-secret {secret:?}: expected NAMESPACE/NAME"))?;
         if prefixes.is_empty() {
             return Err(format!(
                 "--webhook-token-secret {secret} needs --webhook-token-url: the webhook URLs \
@@ -161,7 +159,10 @@ fn under_prefix(prefix: &url::Url, url: &url::Url) -> bool {
     if base.ends_with('/') {
         path.starts_with(base)
     } else {
-        path == base || path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'))
+        path == base
+            || path
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('/'))
     }
 }
 
@@ -397,6 +398,71 @@ mod tests {
             at(&canary),
             "a config-only revision has a new checksum"
         );
+    }
+
+    #[test]
+    fn the_token_goes_only_under_its_prefixes() {
+        let under = |prefix: &str, url: &str| {
+            under_prefix(
+                &parse_prefix(prefix).unwrap(),
+                &url::Url::parse(url).unwrap(),
+            )
+        };
+        assert!(under(
+            "http://flagger-loadtester.test/",
+            "http://flagger-loadtester.test/gate/check"
+        ));
+        assert!(under(
+            "http://flagger-loadtester.test",
+            "http://flagger-loadtester.test:80/"
+        ));
+        assert!(under("http://lt.test/hooks", "http://lt.test/hooks/gate"));
+        assert!(under("http://lt.test/hooks", "http://LT.test/hooks"));
+        // Another host that starts the same, a user part naming the host, another
+        // port or scheme, a path that only starts the same: no token.
+        assert!(!under(
+            "http://flagger-loadtester.test/",
+            "http://flagger-loadtester.test.evil.example/"
+        ));
+        assert!(!under(
+            "http://flagger-loadtester.test/",
+            "http://flagger-loadtester.test@evil.example/"
+        ));
+        assert!(!under("http://lt.test/", "http://lt.test:8080/"));
+        assert!(!under("http://lt.test/", "https://lt.test/"));
+        assert!(!under("http://lt.test/hooks", "http://lt.test/hooksevil"));
+        for bad in [
+            "lt.test",
+            "ftp://lt.test/",
+            "http://u:p@lt.test/",
+            "http://lt.test/?a=1",
+        ] {
+            assert!(parse_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_webhook_and_the_status() {
+        assert_eq!(
+            refused("gate", "http://lt/gate/check", 401, "unauthorized"),
+            "webhook gate at http://lt/gate/check answered 401 Unauthorized: unauthorized"
+        );
+        assert!(serin_engine::refused_credentials(&refused(
+            "g",
+            "http://lt/",
+            401,
+            ""
+        )));
+        assert_eq!(
+            refused("load", "http://lt/", 403, ""),
+            "webhook load at http://lt/ answered 403 Forbidden"
+        );
+        assert!(!serin_engine::refused_credentials(&refused(
+            "g",
+            "http://lt/",
+            403,
+            "x"
+        )));
     }
 
     #[test]

@@ -245,7 +245,9 @@ async fn readyz_follows_the_api_server_and_errors_name_it() {
     assert!(
         body.lines().any(|l| l
             .starts_with("Canary watch (/apis/flagger.app/v1beta1/canaries) failing: ")
-            && l.contains(&format!("GET {server}/apis/flagger.app/v1beta1/canaries?watch"))),
+            && l.contains(&format!(
+                "GET {server}/apis/flagger.app/v1beta1/canaries?watch"
+            ))),
         "{body}"
     );
     // The log lines of the failed requests name the server and the request.
@@ -279,7 +281,9 @@ async fn readyz_is_503_while_the_canary_watch_fails() {
         error_rate: 1.0,
         ..Default::default()
     };
-    c.sandbox.faults().set("canaries", Verb::Watch, failing.clone());
+    c.sandbox
+        .faults()
+        .set("canaries", Verb::Watch, failing.clone());
     c.sandbox.faults().set("canaries", Verb::List, failing);
     c.sandbox.drop_watches();
     let body = wait_not_ready(&op, "not ready while the canary watch fails").await;
@@ -322,7 +326,10 @@ async fn sigterm_hands_the_lease_to_the_other_replica_at_once() {
     let a = Operator::start(&c.kubeconfig, "serin-a", &elect);
     let b = Operator::start(&c.kubeconfig, "serin-b", &elect);
     let leases: Api<Lease> = Api::namespaced(c.sandbox.client(), "default");
-    let ids = [format!("serin-a_{}", a.pid()), format!("serin-b_{}", b.pid())];
+    let ids = [
+        format!("serin-a_{}", a.pid()),
+        format!("serin-b_{}", b.pid()),
+    ];
     let lease = wait_for("a leader", async || {
         let l = leases.get_opt("serin-leader").await.ok()??;
         let holder = l.spec.as_ref()?.holder_identity.clone()?;
@@ -473,8 +480,7 @@ async fn a_gate_passes_with_the_token_from_the_secret() {
         .filter_map(|e| e.message)
         .collect();
     assert!(
-        all.iter()
-            .any(|m| m == "Confirm-rollout check gate passed"),
+        all.iter().any(|m| m == "Confirm-rollout check gate passed"),
         "{all:?}"
     );
     assert!(
@@ -512,18 +518,25 @@ async fn a_gate_answering_401_is_a_failed_check_not_a_closed_gate() {
         !all.iter().any(|m| m.contains("waiting for approval")),
         "{all:?}"
     );
-    assert_eq!(phase(&c).await, Some(CanaryPhase::Initialized), "not Waiting");
+    assert_eq!(
+        phase(&c).await,
+        Some(CanaryPhase::Initialized),
+        "not Waiting"
+    );
     // `serin status` shows the same message for the check.
     let canaries: Api<Canary> = Api::namespaced(c.sandbox.client(), "test");
-    wait_for("the check's result in the canary's last checks", async || {
-        let c = canaries.get("podinfo").await.ok()?;
-        let checks = c
-            .metadata
-            .annotations?
-            .get(serin_api::manual::LAST_CHECKS)?
-            .clone();
-        checks.contains("answered 401 Unauthorized").then_some(())
-    })
+    wait_for(
+        "the check's result in the canary's last checks",
+        async || {
+            let c = canaries.get("podinfo").await.ok()?;
+            let checks = c
+                .metadata
+                .annotations?
+                .get(serin_api::manual::LAST_CHECKS)?
+                .clone();
+            checks.contains("answered 401 Unauthorized").then_some(())
+        },
+    )
     .await;
     drop(op);
     c.server.take().unwrap().shutdown().await;

@@ -276,9 +276,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Releases the Lease if this replica holds it, within a few seconds.
 async fn release(election: &LeaderElection) {
     match tokio::time::timeout(std::time::Duration::from_secs(5), election.release()).await {
-        Ok(Ok(true)) => tracing::info!(
-            msg = format!("released the leader lease as {}", election.identity())
-        ),
+        Ok(Ok(true)) => {
+            tracing::info!(msg = format!("released the leader lease as {}", election.identity()))
+        }
         Ok(Ok(false)) => {}
         Ok(Err(e)) => tracing::warn!(msg = format!("cannot release the leader lease: {e}")),
         Err(_) => tracing::warn!(msg = "cannot release the leader lease: no answer within 5s"),
