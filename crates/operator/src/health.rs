@@ -9,8 +9,9 @@
 //!   request on its path answered 2xx, which is how a re-watch after an outage is
 //!   known to work even when no object changed.
 //!
-//! Every reason for not being ready names the server or the watch, so the body of a
-//! 503 (and the log line written when readiness changes) says what is wrong.
+//! Every reason for not being ready names the server (and the watch and its path), so
+//! the body of a 503 (and the log line written when readiness changes) says what is
+//! wrong where.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -173,10 +174,11 @@ impl Health {
             Some(_) => {}
         }
         for (name, w) in &state.watches {
+            let at = format!("{}{}", state.server, w.path);
             if let Some(e) = &w.failing {
-                reasons.push(format!("{name} watch ({}) failing: {e}", w.path));
+                reasons.push(format!("{name} watch ({at}) failing: {e}"));
             } else if !w.synced {
-                reasons.push(format!("{name} watch ({}) has not listed yet", w.path));
+                reasons.push(format!("{name} watch ({at}) has not listed yet"));
             }
         }
         if reasons.is_empty() {
@@ -258,7 +260,7 @@ mod tests {
             reasons,
             [
                 "API server https://10.0.0.1:6443 unreachable: GET https://10.0.0.1:6443/version: connection refused",
-                "Canary watch (/apis/flagger.app/v1beta1/canaries) failing: connection refused",
+                "Canary watch (https://10.0.0.1:6443/apis/flagger.app/v1beta1/canaries) failing: connection refused",
             ]
         );
         // The server is back, but the watch has not re-watched yet.

@@ -243,11 +243,11 @@ async fn readyz_follows_the_api_server_and_errors_name_it() {
     .await;
     // The watches fail too, each naming its request to that server.
     assert!(
-        body.lines().any(|l| l
-            .starts_with("Canary watch (/apis/flagger.app/v1beta1/canaries) failing: ")
-            && l.contains(&format!(
-                "GET {server}/apis/flagger.app/v1beta1/canaries?watch"
-            ))),
+        body.lines().any(|l| l.starts_with(&format!(
+            "Canary watch ({server}/apis/flagger.app/v1beta1/canaries) failing: "
+        )) && l.contains(&format!(
+            "GET {server}/apis/flagger.app/v1beta1/canaries?watch"
+        ))),
         "{body}"
     );
     // The log lines of the failed requests name the server and the request.
@@ -288,7 +288,10 @@ async fn readyz_is_503_while_the_canary_watch_fails() {
     c.sandbox.drop_watches();
     let body = wait_not_ready(&op, "not ready while the canary watch fails").await;
     assert!(
-        body.contains("Canary watch (/apis/flagger.app/v1beta1/canaries) failing"),
+        body.contains(&format!(
+            "Canary watch (http://{}/apis/flagger.app/v1beta1/canaries) failing",
+            c.addr
+        )),
         "{body}"
     );
     assert!(!body.contains("unreachable"), "the server answers: {body}");

@@ -53,35 +53,58 @@ fn readyz_is_503_while_the_api_server_is_down_and_200_once_it_is_back() {
             .success()
     );
     let killed = Instant::now();
-    let unreachable = format!("API server {server} unreachable");
-    let body = wait_for("503 naming the unreachable server", MINUTE, || {
-        readyz(&op)
-            .filter(|(code, body)| *code == 503 && body.contains(&unreachable))
-            .map(|(_, body)| body)
-    });
-    eprintln!("503 after {:?}:\n{body}", killed.elapsed());
-    // The supervisor starts it again on the same etcd data.
-    wait_for("the API server to answer again", 2 * MINUTE, || {
-        let out = run_bounded(
-            std::process::Command::new(KUBECTL)
-                .env("KUBECONFIG", &cluster().kubeconfig)
-                .args(["get", "--raw", "/readyz", "--request-timeout=2s"]),
-            Duration::from_secs(10),
+    // Every answer of /readyz from the kill until the API server is back (the
+    // supervisor starts it again on the same etcd data) and the operator is ready.
+    let mut seen: Vec<(Duration, u16, String)> = Vec::new();
+    let mut back = None;
+    let deadline = killed + 3 * MINUTE;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again within 3 minutes of the kill: {seen:#?}"
         );
-        (out.ok()
+        if let Some((code, body)) = readyz(&op) {
+            if seen.last().is_none_or(|l| l.1 != code || l.2 != body) {
+                seen.push((killed.elapsed(), code, body));
+            }
+        }
+        if back.is_none()
             && std::fs::read_to_string(Path::new(&dir).join("kube-apiserver.pid"))
-                .is_ok_and(|p| p.trim() != pid))
-        .then_some(())
-    });
-    let back = Instant::now();
-    wait_for("ready again", 2 * MINUTE, || {
-        readyz(&op).filter(|(code, _)| *code == 200).map(|_| ())
-    });
-    eprintln!(
-        "API server back after {:?}, operator ready {:?} later",
-        back - killed,
-        back.elapsed()
-    );
+                .is_ok_and(|p| p.trim() != pid)
+            && run_bounded(
+                std::process::Command::new(KUBECTL)
+                    .env("KUBECONFIG", &cluster().kubeconfig)
+                    .args(["get", "--raw", "/readyz", "--request-timeout=2s"]),
+                Duration::from_secs(10),
+            )
+            .ok()
+        {
+            back = Some(killed.elapsed());
+        }
+        if back.is_some() && seen.last().is_some_and(|l| l.1 == 200) && seen.len() > 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("API server back after {back:?}; /readyz answers: {seen:#?}");
+    let unavailable: Vec<&(Duration, u16, String)> = seen.iter().filter(|s| s.1 == 503).collect();
+    assert!(!unavailable.is_empty(), "/readyz never said 503: {seen:#?}");
+    // Each 503 says why, each reason naming the server (unreachable, or a watch on it).
+    for (_, _, body) in &unavailable {
+        let reasons: Vec<&str> = body
+            .trim_start_matches("not ready: ")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert!(!reasons.is_empty(), "{body}");
+        for r in reasons {
+            assert!(
+                r.starts_with(&format!("API server {server} "))
+                    || (r.contains(" watch (") && r.contains(&format!("({server}/"))),
+                "{r}"
+            );
+        }
+    }
     // The failed requests' log lines named the server and the request.
     let logs = op.logs();
     let request = format!("GET {server}/apis/flagger.app/v1beta1/namespaces/{n}/canaries?watch");
