@@ -242,11 +242,18 @@ impl WebhookCaller {
         };
         let http = client(&options).map_err(|e| e.to_string())?;
         let token = match &self.token {
-            Some(t) if t.applies_to(&parsed) => Some(
-                t.read()
+            Some(t) if t.applies_to(&parsed) => {
+                // Bounded by the webhook's timeout, as the call itself.
+                let read = tokio::time::timeout(timeout, t.read())
                     .await
-                    .map_err(|e| format!("webhook {} at {url}: {e}", webhook.name))?,
-            ),
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "the webhook token Secret was not read within {}s",
+                            timeout.as_secs_f64()
+                        ))
+                    });
+                Some(read.map_err(|e| format!("webhook {} at {url}: {e}", webhook.name))?)
+            }
             _ => None,
         };
         let body = payload(canary, webhook, phase, extra);

@@ -349,11 +349,13 @@ async fn sigterm_hands_the_lease_to_the_other_replica_at_once() {
     // The old lease runs until at least this renewal plus its duration.
     let renewed = spec.renew_time.expect("renewTime").0.as_millisecond();
     let duration = i64::from(spec.lease_duration_seconds.expect("leaseDurationSeconds")) * 1000;
-    assert!(
-        follower.logs().contains("waiting for leadership"),
-        "{}",
-        follower.logs()
-    );
+    wait_for("the follower to say it waits", async || {
+        follower
+            .logs()
+            .contains("waiting for leadership")
+            .then_some(())
+    })
+    .await;
 
     leader.terminate();
     let (_, acquired) = wait_for("the follower to hold the lease", async || {
@@ -473,19 +475,17 @@ async fn a_gate_passes_with_the_token_from_the_secret() {
         (phase(&c).await? == CanaryPhase::Progressing).then_some(())
     })
     .await;
+    // Events are recorded after the status: wait for the gate's.
     let events: Api<Event> = Api::namespaced(c.sandbox.client(), "test");
-    let all: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.message)
-        .collect();
-    assert!(
-        all.iter().any(|m| m == "Confirm-rollout check gate passed"),
-        "{all:?}"
-    );
+    wait_for("the gate's event", async || {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .filter_map(|e| e.message)
+            .any(|m| m == "Confirm-rollout check gate passed")
+            .then_some(())
+    })
+    .await;
     assert!(
         !op.logs().contains("s3cret-token"),
         "the token is never logged"

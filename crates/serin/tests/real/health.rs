@@ -81,7 +81,11 @@ fn readyz_is_503_while_the_api_server_is_down_and_200_once_it_is_back() {
         {
             back = Some(killed.elapsed());
         }
-        if back.is_some() && seen.last().is_some_and(|l| l.1 == 200) && seen.len() > 1 {
+        // Done once the server is back and /readyz says 200 after a 503, or has said
+        // 200 all along for 30 s after the server came back.
+        let ready_again = seen.last().is_some_and(|l| l.1 == 200)
+            && (seen.len() > 1 || back.is_some_and(|b| killed.elapsed() > b + MINUTE / 2));
+        if back.is_some() && ready_again {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
