@@ -63,10 +63,10 @@ fn readyz_is_503_while_the_api_server_is_down_and_200_once_it_is_back() {
             Instant::now() < deadline,
             "not ready again within 3 minutes of the kill: {seen:#?}"
         );
-        if let Some((code, body)) = readyz(&op) {
-            if seen.last().is_none_or(|l| l.1 != code || l.2 != body) {
-                seen.push((killed.elapsed(), code, body));
-            }
+        if let Some((code, body)) = readyz(&op)
+            && seen.last().is_none_or(|l| l.1 != code || l.2 != body)
+        {
+            seen.push((killed.elapsed(), code, body));
         }
         if back.is_none()
             && std::fs::read_to_string(Path::new(&dir).join("kube-apiserver.pid"))
