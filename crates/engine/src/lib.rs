@@ -104,6 +104,18 @@ impl MetricOutcome {
     }
 }
 
+/// How a webhook caller words a 401 answer (`webhook NAME at URL answered 401
+/// Unauthorized: ...`). A gate whose webhook refused the operator's credentials is
+/// not closed but failing: the engine halts with that message instead of "waiting
+/// for approval". (A 403 stays a closed gate: Flagger's load tester answers a closed
+/// gate with 403 Forbidden.)
+pub const UNAUTHORIZED_ANSWER: &str = "answered 401 Unauthorized";
+
+/// Whether a webhook's error is its refusal of the operator's credentials.
+pub fn refused_credentials(error: &str) -> bool {
+    error.contains(UNAUTHORIZED_ANSWER)
+}
+
 /// The questions the engine asks about the world during one run. Each answer is
 /// asked for at most once per run, and only when the decision needs it.
 #[async_trait]

@@ -243,11 +243,10 @@ impl Run<'_> {
     /// Confirm-rollout gates, then scale the target up and start the analysis.
     pub(crate) async fn start(&mut self, observe: &mut dyn Observe, revision: TargetRevision) {
         for hook in hooks(self.canary, HookType::ConfirmRollout) {
-            if observe
-                .call_webhook(&hook, self.status.phase)
-                .await
-                .is_err()
-            {
+            if let Err(e) = observe.call_webhook(&hook, self.status.phase).await {
+                if crate::refused_credentials(&e) {
+                    return self.gate_failed("confirm-rollout", &hook.name, &e);
+                }
                 if self.status.phase != CanaryPhase::Waiting {
                     self.set_phase(CanaryPhase::Waiting);
                     self.warning(format!(
@@ -279,6 +278,16 @@ impl Run<'_> {
         self.act(Action::ScaleFromZero);
         let status = self.restarted_status(revision);
         self.set_status(status, CanaryPhase::Progressing);
+    }
+
+    /// A gate whose webhook refused the operator's credentials (401): the canary
+    /// does not move, and the event says the check failed and why, not that it
+    /// waits for approval.
+    fn gate_failed(&mut self, kind: &str, name: &str, error: &str) {
+        self.warning(format!(
+            "Halt {} advancement {kind} check {name} failed: {error}",
+            self.id()
+        ));
     }
 
     /// A status for a fresh analysis of `revision`.
@@ -513,11 +522,11 @@ impl Run<'_> {
     /// Confirm-promotion gates; true when all are open.
     async fn promotion_approved(&mut self, observe: &mut dyn Observe) -> bool {
         for hook in hooks(self.canary, HookType::ConfirmPromotion) {
-            if observe
-                .call_webhook(&hook, CanaryPhase::Progressing)
-                .await
-                .is_err()
-            {
+            if let Err(e) = observe.call_webhook(&hook, CanaryPhase::Progressing).await {
+                if crate::refused_credentials(&e) {
+                    self.gate_failed("confirm-promotion", &hook.name, &e);
+                    return false;
+                }
                 if self.status.phase != CanaryPhase::WaitingPromotion {
                     self.set_phase(CanaryPhase::WaitingPromotion);
                     self.warning(format!(
@@ -555,11 +564,10 @@ impl Run<'_> {
         // analysis, the promotion at max weight included.
         if !routes.mirrored && self.status.phase != CanaryPhase::WaitingPromotion {
             for hook in hooks(self.canary, HookType::ConfirmTrafficIncrease) {
-                if observe
-                    .call_webhook(&hook, CanaryPhase::Progressing)
-                    .await
-                    .is_err()
-                {
+                if let Err(e) = observe.call_webhook(&hook, CanaryPhase::Progressing).await {
+                    if crate::refused_credentials(&e) {
+                        return self.gate_failed("confirm-traffic-increase", &hook.name, &e);
+                    }
                     self.warning(format!(
                         "Halt {} advancement waiting for traffic increase approval {}",
                         self.id(),

@@ -1,7 +1,9 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that with several replicas
 //! exactly one runs canaries. The leader renews the Lease every `renew_every`; another
-//! replica takes it over once it has not been renewed for `lease_duration`. Every
-//! write carries the Lease's resourceVersion, so two candidates never both win.
+//! replica takes it over once it has not been renewed for `lease_duration`, or at its
+//! next try (every `retry_every`) once the holder has released it ([`LeaderElection::release`],
+//! on SIGTERM, as client-go's `ReleaseOnCancel`). Every write carries the Lease's
+//! resourceVersion, so two candidates never both win.
 
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ pub struct LeaderElection {
     clock: Clock,
     pub lease_duration: Duration,
     pub renew_every: Duration,
+    /// How often a candidate that does not hold the Lease tries to take it.
+    pub retry_every: Duration,
 }
 
 impl LeaderElection {
@@ -37,6 +41,7 @@ impl LeaderElection {
             clock,
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
+            retry_every: Duration::from_secs(2),
         }
     }
 
@@ -109,6 +114,36 @@ impl LeaderElection {
         }
     }
 
+    /// Gives the Lease up, as client-go's `ReleaseOnCancel` does: the holder is
+    /// cleared and the duration shortened to one second, so a waiting candidate takes
+    /// it at its next try instead of once the lease duration has passed. Only while
+    /// this candidate still holds it (the write carries the resourceVersion read);
+    /// `Ok(true)` when released. Call it only once this candidate has stopped acting.
+    pub async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        let now = self.now();
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.acquire_time = Some(now.clone());
+        spec.renew_time = Some(now);
+        lease.spec = Some(spec);
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Waits until this candidate holds the Lease.
     pub async fn acquire(&self) {
         loop {
@@ -117,7 +152,7 @@ impl LeaderElection {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(msg = format!("leader election: {e}")),
             }
-            tokio::time::sleep(self.renew_every).await;
+            tokio::time::sleep(self.retry_every).await;
         }
     }
 

@@ -2,6 +2,7 @@
 //! (`workload`, `router`) act on the cluster behind small traits; the controller
 //! drives them with the decisions of `serin-engine`.
 
+pub mod api_client;
 pub mod configs;
 pub mod error;
 pub mod hpa;
@@ -13,6 +14,7 @@ pub mod workload;
 
 pub mod controller;
 pub mod events;
+pub mod health;
 pub mod leader;
 pub mod observer;
 pub mod scheduler;

@@ -3,7 +3,6 @@
 //! /readyz endpoints.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +33,8 @@ pub struct Telemetry {
     failures: Family<Labels, Counter>,
     /// Last phase seen per canary (`namespace/name`), for totals and transitions.
     phases: Arc<Mutex<HashMap<(String, String), CanaryPhase>>>,
-    ready: Arc<AtomicBool>,
+    /// What /readyz answers (see [`crate::health`]).
+    health: crate::health::Health,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -105,7 +105,7 @@ impl Telemetry {
             successes,
             failures,
             phases: Arc::new(Mutex::new(HashMap::new())),
-            ready: Arc::new(AtomicBool::new(false)),
+            health: crate::health::Health::default(),
         }
     }
 
@@ -123,12 +123,18 @@ impl Telemetry {
         out
     }
 
+    /// The operator has started (readiness also needs the API server and the watches).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+        self.health.set_started(ready);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.health.is_ready()
+    }
+
+    /// The readiness state the controller's watches and the API probe report to.
+    pub fn health(&self) -> &crate::health::Health {
+        &self.health
     }
 
     pub fn observe_run(&self, namespace: &str, name: &str, took: Duration) {
@@ -231,10 +237,12 @@ impl Telemetry {
                 get(move || {
                     let t = ready.clone();
                     async move {
-                        if t.is_ready() {
-                            (StatusCode::OK, "ok")
-                        } else {
-                            (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                        match t.health.check() {
+                            Ok(()) => (StatusCode::OK, "ok".to_string()),
+                            Err(reasons) => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("not ready: {}\n", reasons.join("\n")),
+                            ),
                         }
                     }
                 }),

@@ -8,10 +8,21 @@
 //! certificate.
 //! Of a failing answer at most 64 KiB is read (the message shows its first 256
 //! bytes); a passing answer's body is not read.
+//!
+//! A 401 or 403 answer's message names the webhook, its URL and the status
+//! (`webhook gate at http://lt/gate/check answered 401 Unauthorized: ...`): the
+//! engine reports a 401 from a gate as a failed check, never as a closed gate.
+//!
+//! With a [`WebhookToken`] (`--webhook-token-secret`), the token read from that
+//! Secret is sent as `Authorization: Bearer <token>` to the webhooks whose URL is
+//! under one of the operator's `--webhook-token-url` prefixes, and to no other: a
+//! Canary's author chooses the URL, never where the token goes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use serin_api::Canary;
 use serin_api::canary::{CanaryPhase, CanaryWebhook, WebhookPayload};
 use serin_http_client::{ClientOptions, MAX_WEBHOOK_BODY, client, read_limited};
@@ -22,6 +33,137 @@ use serin_http_client::{ClientOptions, MAX_WEBHOOK_BODY, client, read_limited};
 pub struct WebhookCaller {
     /// Proxy for outbound webhook calls, when the operator has one.
     pub proxy: Option<String>,
+    /// The token sent to the webhooks under its URL prefixes.
+    pub token: Option<WebhookToken>,
+}
+
+/// The key of the token in its Secret.
+pub const TOKEN_KEY: &str = "token";
+/// A token longer than this is refused (a misconfigured Secret, not a token).
+const MAX_TOKEN_LEN: usize = 4096;
+
+/// A bearer token for webhooks, kept in a Secret the operator reads through the API
+/// at each call (so a rotated token is used at once), sent only to the URLs under
+/// one of `prefixes`.
+#[derive(Clone)]
+pub struct WebhookToken {
+    secrets: Api<Secret>,
+    namespace: String,
+    name: String,
+    prefixes: Vec<url::Url>,
+}
+
+impl std::fmt::Debug for WebhookToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookToken")
+            .field("secret", &format!("{}/{}", self.namespace, self.name))
+            .field(
+                "prefixes",
+                &self.prefixes.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl WebhookToken {
+    /// `secret` is `namespace/name`; `prefixes` are the URLs (`http://host[:port][/path]`)
+    /// the token may be sent to. Errors name the flag at fault.
+    pub fn new(client: kube::Client, secret: &str, prefixes: &[String]) -> Result<Self, String> {
+        let (namespace, name) = secret
+            .split_once('/')
+            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+            .ok_or_else(|| format!("--webhook-token-secret {secret:?}: expected NAMESPACE/NAME"))?;
+        if prefixes.is_empty() {
+            return Err(format!(
+                "--webhook-token-secret {secret} needs --webhook-token-url: the webhook URLs \
+                 (http[s]://host[:port][/path]) the token may be sent to"
+            ));
+        }
+        let prefixes = prefixes
+            .iter()
+            .map(|p| parse_prefix(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            secrets: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            prefixes,
+        })
+    }
+
+    /// Whether the token goes to `url`: same scheme, host and port as a prefix, and a
+    /// path under the prefix's path (at a `/` boundary).
+    pub fn applies_to(&self, url: &url::Url) -> bool {
+        self.prefixes.iter().any(|p| under_prefix(p, url))
+    }
+
+    /// The token, read from the Secret now.
+    async fn read(&self) -> Result<String, String> {
+        let what = format!("webhook token Secret {}/{}", self.namespace, self.name);
+        let secret = self
+            .secrets
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| format!("cannot read the {what}: {e}"))?
+            .ok_or_else(|| format!("the {what} does not exist"))?;
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(TOKEN_KEY))
+            .map(|v| v.0.clone())
+            .ok_or_else(|| format!("the {what} has no key {TOKEN_KEY:?}"))?;
+        if value.len() > MAX_TOKEN_LEN {
+            return Err(format!(
+                "the {what} key {TOKEN_KEY:?} is over {MAX_TOKEN_LEN} bytes"
+            ));
+        }
+        let token = String::from_utf8(value)
+            .map_err(|_| format!("the {what} key {TOKEN_KEY:?} is not UTF-8"))?;
+        let token = token.trim();
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "the {what} key {TOKEN_KEY:?} is empty or has characters a header cannot carry"
+            ));
+        }
+        Ok(token.to_string())
+    }
+}
+
+fn parse_prefix(prefix: &str) -> Result<url::Url, String> {
+    let bad = |why: &str| format!("--webhook-token-url {prefix:?}: {why}");
+    let url = url::Url::parse(prefix.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("no user or password in the URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("no query or fragment: a scheme, host, port and path"));
+    }
+    Ok(url)
+}
+
+fn under_prefix(prefix: &url::Url, url: &url::Url) -> bool {
+    if prefix.scheme() != url.scheme()
+        || prefix.host_str() != url.host_str()
+        || prefix.port_or_known_default() != url.port_or_known_default()
+    {
+        return false;
+    }
+    let base = prefix.path();
+    let path = url.path();
+    if base.ends_with('/') {
+        path.starts_with(base)
+    } else {
+        path == base
+            || path
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
 }
 
 /// The payload for a webhook call.
@@ -93,6 +235,21 @@ impl WebhookCaller {
             proxy: self.proxy.clone(),
         };
         let http = client(&options).map_err(|e| e.to_string())?;
+        let token = match &self.token {
+            Some(t) if t.applies_to(&parsed) => {
+                // Bounded by the webhook's timeout, as the call itself.
+                let read = tokio::time::timeout(timeout, t.read())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "the webhook token Secret was not read within {}s",
+                            timeout.as_secs_f64()
+                        ))
+                    });
+                Some(read.map_err(|e| format!("webhook {} at {url}: {e}", webhook.name))?)
+            }
+            _ => None,
+        };
         let body = payload(canary, webhook, phase, extra);
         let attempts = webhook.retries.unwrap_or(0).clamp(0, 10) as usize + 1;
         let mut last = String::new();
@@ -101,9 +258,11 @@ impl WebhookCaller {
                 tokio::time::sleep(retry_delay(attempt)).await;
             }
             let sent = tokio::time::timeout(timeout, async {
-                let response = http
-                    .post(parsed.clone())
-                    .json(&body)
+                let mut request = http.post(parsed.clone()).json(&body);
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request
                     .send()
                     .await
                     .map_err(|e| (describe(&e, timeout), true))?;
@@ -119,7 +278,11 @@ impl WebhookCaller {
                     .unwrap_or_default();
                 let text = String::from_utf8_lossy(&body).to_string();
                 let text = truncate(text.trim(), 256);
-                let message = if text.is_empty() {
+                let message = if matches!(status, 401 | 403) {
+                    // Credentials refused: say who answered what, so it never reads
+                    // as a gate that is merely closed.
+                    refused(&webhook.name, url, status, text)
+                } else if text.is_empty() {
                     status.to_string()
                 } else {
                     text.to_string()
@@ -139,6 +302,25 @@ impl WebhookCaller {
             }
         }
         Err(last)
+    }
+}
+
+/// The message of a 401 or 403 answer: `webhook NAME at URL answered 401
+/// Unauthorized: BODY`.
+fn refused(name: &str, url: &str, status: u16, body: &str) -> String {
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let answered = if status == 401 {
+        serin_engine::UNAUTHORIZED_ANSWER.to_string()
+    } else {
+        format!("answered {status} {reason}")
+    };
+    if body.is_empty() {
+        format!("webhook {name} at {url} {answered}")
+    } else {
+        format!("webhook {name} at {url} {answered}: {body}")
     }
 }
 
@@ -260,6 +442,71 @@ mod tests {
             at(&canary),
             "a config-only revision has a new checksum"
         );
+    }
+
+    #[test]
+    fn the_token_goes_only_under_its_prefixes() {
+        let under = |prefix: &str, url: &str| {
+            under_prefix(
+                &parse_prefix(prefix).unwrap(),
+                &url::Url::parse(url).unwrap(),
+            )
+        };
+        assert!(under(
+            "http://flagger-loadtester.test/",
+            "http://flagger-loadtester.test/gate/check"
+        ));
+        assert!(under(
+            "http://flagger-loadtester.test",
+            "http://flagger-loadtester.test:80/"
+        ));
+        assert!(under("http://lt.test/hooks", "http://lt.test/hooks/gate"));
+        assert!(under("http://lt.test/hooks", "http://LT.test/hooks"));
+        // Another host that starts the same, a user part naming the host, another
+        // port or scheme, a path that only starts the same: no token.
+        assert!(!under(
+            "http://flagger-loadtester.test/",
+            "http://flagger-loadtester.test.evil.example/"
+        ));
+        assert!(!under(
+            "http://flagger-loadtester.test/",
+            "http://flagger-loadtester.test@evil.example/"
+        ));
+        assert!(!under("http://lt.test/", "http://lt.test:8080/"));
+        assert!(!under("http://lt.test/", "https://lt.test/"));
+        assert!(!under("http://lt.test/hooks", "http://lt.test/hooksevil"));
+        for bad in [
+            "lt.test",
+            "ftp://lt.test/",
+            "http://u:p@lt.test/",
+            "http://lt.test/?a=1",
+        ] {
+            assert!(parse_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_webhook_and_the_status() {
+        assert_eq!(
+            refused("gate", "http://lt/gate/check", 401, "unauthorized"),
+            "webhook gate at http://lt/gate/check answered 401 Unauthorized: unauthorized"
+        );
+        assert!(serin_engine::refused_credentials(&refused(
+            "g",
+            "http://lt/",
+            401,
+            ""
+        )));
+        assert_eq!(
+            refused("load", "http://lt/", 403, ""),
+            "webhook load at http://lt/ answered 403 Forbidden"
+        );
+        assert!(!serin_engine::refused_credentials(&refused(
+            "g",
+            "http://lt/",
+            403,
+            "x"
+        )));
     }
 
     #[test]

@@ -119,7 +119,7 @@ async fn posts_the_flagger_payload_and_passes_on_2xx() {
 #[tokio::test]
 async fn a_failure_names_status_and_body_and_retries_are_honoured() {
     let server = Server::default();
-    *server.answers.lock().unwrap() = vec![403, 403, 403];
+    *server.answers.lock().unwrap() = vec![400, 400, 400];
     let base = serve(server.clone()).await;
     let caller = WebhookCaller::default();
     let err = caller
@@ -130,12 +130,28 @@ async fn a_failure_names_status_and_body_and_retries_are_honoured() {
             &BTreeMap::new(),
         )
         .await
-        .expect_err("403 fails");
+        .expect_err("400 fails");
     assert_eq!(err, "gate closed", "the error is the body, as in Flagger");
     assert_eq!(
         server.bodies.lock().unwrap().len(),
         1,
         "no retries by default"
+    );
+    // A refusal (401, 403) says who answered what.
+    server.bodies.lock().unwrap().clear();
+    *server.answers.lock().unwrap() = vec![403];
+    let err = caller
+        .call(
+            &canary(),
+            &webhook(format!("{base}/")),
+            CanaryPhase::Progressing,
+            &BTreeMap::new(),
+        )
+        .await
+        .expect_err("403 fails");
+    assert_eq!(
+        err,
+        format!("webhook load-test at {base}/ answered 403 Forbidden: gate closed")
     );
 
     *server.answers.lock().unwrap() = vec![500, 500];

@@ -191,8 +191,56 @@ where
     }
 }
 
+/// Reports a watch's stream to the readiness state (when there is one) and logs its
+/// errors: failing from an error until it delivers again.
+fn reported<K>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    name: &'static str,
+    health: Option<crate::health::Health>,
+) -> impl Stream<Item = watcher::Event<K>> + Send
+where
+    K: Send,
+{
+    stream.filter_map(move |e| {
+        let out = match e {
+            Ok(ev) => {
+                if !matches!(ev, watcher::Event::Init)
+                    && let Some(h) = &health
+                {
+                    h.watch_delivered(name);
+                }
+                Some(ev)
+            }
+            Err(err) => {
+                let text = crate::api_client::causes(&err);
+                tracing::warn!(msg = format!("{name} watch error: {text}"));
+                if let Some(h) = &health {
+                    h.watch_failed(name, &text);
+                }
+                None
+            }
+        };
+        futures::future::ready(out)
+    })
+}
+
+/// Removes the controller's watches from the readiness state when it stops.
+struct WatchesGuard(Option<crate::health::Health>, Vec<&'static str>);
+
+impl Drop for WatchesGuard {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            for name in &self.1 {
+                h.watch_stopped(name);
+            }
+        }
+    }
+}
+
 fn touched<K>(
     api: Api<PartialObjectMeta<K>>,
+    name: &'static str,
+    health: Option<crate::health::Health>,
     make: impl Fn(String, String) -> Change + Send + 'static,
 ) -> impl Stream<Item = Change> + Send
 where
@@ -205,40 +253,49 @@ where
         + Send
         + 'static,
 {
+    if let Some(h) = &health {
+        h.watch_started(name, api.resource_url());
+    }
     // Names are all that is needed: a metadata-only watch moves less data and never
     // reads a Secret's contents.
-    watcher(api, watcher::Config::default())
-        .default_backoff()
-        .filter_map(move |e| {
-            let out = match e {
-                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::Delete(o)) => {
-                    Some(make(o.namespace().unwrap_or_default(), o.name_any()))
-                }
-                _ => None,
-            };
-            futures::future::ready(out)
-        })
+    reported(
+        watcher(api, watcher::Config::default()).default_backoff(),
+        name,
+        health,
+    )
+    .filter_map(move |e| {
+        let out = match e {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                Some(make(o.namespace().unwrap_or_default(), o.name_any()))
+            }
+            _ => None,
+        };
+        futures::future::ready(out)
+    })
 }
 
 /// Runs the controller until the future is dropped (which stops every canary task).
 pub async fn run(ctx: Arc<Context>) {
     let ns = ctx.options.namespace.as_deref();
-    let canaries = watcher(
-        api_all::<Canary>(&ctx.client, ns),
-        watcher::Config::default(),
+    let health = ctx.telemetry.as_ref().map(|t| t.health().clone());
+    let _watches = WatchesGuard(
+        health.clone(),
+        vec!["Canary", "Deployment", "DaemonSet", "ConfigMap", "Secret"],
+    );
+    let canary_api = api_all::<Canary>(&ctx.client, ns);
+    if let Some(h) = &health {
+        h.watch_started("Canary", canary_api.resource_url());
+    }
+    let canaries = reported(
+        watcher(canary_api, watcher::Config::default()).default_backoff(),
+        "Canary",
+        health.clone(),
     )
-    .default_backoff()
-    .filter_map(|e| {
-        futures::future::ready(match e {
-            Ok(ev) => Some(Change::Canary(Box::new(ev))),
-            Err(err) => {
-                tracing::warn!(msg = "canary watch error", error = %err);
-                None
-            }
-        })
-    });
+    .map(|ev| Change::Canary(Box::new(ev)));
     let deployments = touched(
         api_all::<PartialObjectMeta<Deployment>>(&ctx.client, ns),
+        "Deployment",
+        health.clone(),
         |namespace, name| Change::Workload {
             kind: "Deployment",
             namespace,
@@ -247,6 +304,8 @@ pub async fn run(ctx: Arc<Context>) {
     );
     let daemonsets = touched(
         api_all::<PartialObjectMeta<DaemonSet>>(&ctx.client, ns),
+        "DaemonSet",
+        health.clone(),
         |namespace, name| Change::Workload {
             kind: "DaemonSet",
             namespace,
@@ -255,6 +314,8 @@ pub async fn run(ctx: Arc<Context>) {
     );
     let configmaps = touched(
         api_all::<PartialObjectMeta<ConfigMap>>(&ctx.client, ns),
+        "ConfigMap",
+        health.clone(),
         |namespace, name| Change::Config {
             kind: "configmap",
             namespace,
@@ -263,6 +324,8 @@ pub async fn run(ctx: Arc<Context>) {
     );
     let secrets = touched(
         api_all::<PartialObjectMeta<Secret>>(&ctx.client, ns),
+        "Secret",
+        health.clone(),
         |namespace, name| Change::Config {
             kind: "secret",
             namespace,

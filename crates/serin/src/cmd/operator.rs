@@ -8,12 +8,14 @@ use anyhow::{Context as _, bail};
 use serin_api::clock::Clock;
 use serin_metrics::check::ProviderContext;
 use serin_notify::{AlertMetrics, Dispatcher, KubeLookup};
+use serin_operator::api_client::ApiRequestLayer;
 use serin_operator::controller::{self, Context, ControllerOptions};
+use serin_operator::health::Health;
 use serin_operator::labels::LabelOptions;
 use serin_operator::leader::LeaderElection;
 use serin_operator::observer::LiveChecks;
 use serin_operator::telemetry::Telemetry;
-use serin_operator::webhook::WebhookCaller;
+use serin_operator::webhook::{WebhookCaller, WebhookToken};
 
 #[derive(clap::Args)]
 #[group(id = "OperatorArgs")]
@@ -82,6 +84,15 @@ pub struct Args {
         action = clap::ArgAction::Set
     )]
     pub no_cross_namespace_refs: bool,
+    /// Secret (NAMESPACE/NAME, key `token`) holding a bearer token for webhooks (as
+    /// the load tester's --token expects): sent as `Authorization: Bearer` only to the
+    /// webhook URLs under a --webhook-token-url prefix, read through the API at each call
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub webhook_token_secret: Option<String>,
+    /// Webhook URLs the token may be sent to (scheme, host, port and path prefix, e.g.
+    /// http://flagger-loadtester.test/); repeat or separate with commas
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    pub webhook_token_url: Vec<String>,
     /// Port of /metrics, /healthz and /readyz
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
@@ -93,6 +104,15 @@ pub struct Args {
 }
 
 pub(crate) async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    client_reporting(kubeconfig, None).await
+}
+
+/// The client, its failed requests naming the server and the request, and (with
+/// `health`) its watch answers reported to the operator's readiness.
+pub(crate) async fn client_reporting(
+    kubeconfig: Option<&PathBuf>,
+    health: Option<&Health>,
+) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -105,7 +125,15 @@ pub(crate) async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube:
             .await
             .context("no Kubernetes configuration found (in cluster, $KUBECONFIG or ~/.kube/config); pass --kubeconfig")?,
     };
-    kube::Client::try_from(with_user_agent(config)).context("cannot build the Kubernetes client")
+    let server = config.cluster_url.to_string();
+    if let Some(h) = health {
+        h.set_server(&server);
+    }
+    let builder = kube::client::ClientBuilder::try_from(with_user_agent(config))
+        .context("cannot build the Kubernetes client")?;
+    Ok(builder
+        .with_layer(&ApiRequestLayer::new(&server, health.cloned()))
+        .build())
 }
 
 /// serin names itself to the API server: its User-Agent is the field manager of
@@ -124,10 +152,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.max_concurrent_canaries == Some(0) {
         bail!("--max-concurrent-canaries must be at least 1");
     }
-    let client = client(args.kubeconfig.as_ref()).await?;
-    let clock = Clock::system();
-
     let telemetry = Telemetry::new(&args.mesh_provider);
+    let client = client_reporting(args.kubeconfig.as_ref(), Some(telemetry.health())).await?;
+    let clock = Clock::system();
+    let webhook_token = match &args.webhook_token_secret {
+        Some(secret) => Some(
+            WebhookToken::new(client.clone(), secret, &args.webhook_token_url)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None if !args.webhook_token_url.is_empty() => {
+            bail!("--webhook-token-url needs --webhook-token-secret (the Secret with the token)")
+        }
+        None => None,
+    };
+
     let alert_metrics = AlertMetrics::new();
     telemetry.register(|r| alert_metrics.register(r));
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
@@ -140,6 +178,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
     );
     let server = tokio::spawn(telemetry.clone().serve(listener));
+    let probe = tokio::spawn(serin_operator::health::probe_api_server(
+        telemetry.health().clone(),
+        client.clone(),
+    ));
 
     let dispatcher = Dispatcher::from_args(
         &args.alerts,
@@ -149,7 +191,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .context("invalid alert settings")?;
     let checks = Arc::new(LiveChecks {
         client: client.clone(),
-        webhooks: WebhookCaller::default(),
+        webhooks: WebhookCaller {
+            token: webhook_token,
+            ..Default::default()
+        },
         metrics: ProviderContext {
             operator_metrics_server: Some(args.metrics_server.clone()).filter(|s| !s.is_empty()),
             kube: Some(client.clone()),
@@ -183,32 +228,32 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         mesh_provider = %args.mesh_provider
     );
     let ctx = Arc::new(ctx);
+    let election = args.leader_elect.then(|| {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let identity = format!(
+            "{}_{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "serin".into()),
+            std::process::id()
+        );
+        tracing::info!(
+            msg = format!("waiting for leadership on lease {namespace}/serin-leader as {identity}")
+        );
+        LeaderElection::new(client.clone(), &namespace, "serin-leader", &identity, clock)
+    });
     let work = async {
-        if args.leader_elect {
-            let namespace = args
-                .leader_election_namespace
-                .clone()
-                .or_else(|| args.namespace.clone())
-                .unwrap_or_else(|| client.default_namespace().to_string());
-            let identity = format!(
-                "{}_{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "serin".into()),
-                std::process::id()
-            );
-            tracing::info!(
-                msg = format!(
-                    "waiting for leadership on lease {namespace}/serin-leader as {identity}"
-                )
-            );
-            let election =
-                LeaderElection::new(client.clone(), &namespace, "serin-leader", &identity, clock);
-            match election.run_as_leader(controller::run(ctx)).await {
+        match election.clone() {
+            Some(election) => match election.run_as_leader(controller::run(ctx)).await {
                 Ok(()) => Err(anyhow::anyhow!("the canary watch ended")),
                 Err(lost) => Err(anyhow::anyhow!("{lost}; exiting so another replica acts")),
+            },
+            None => {
+                controller::run(ctx).await;
+                Err(anyhow::anyhow!("the canary watch ended"))
             }
-        } else {
-            controller::run(ctx).await;
-            Err(anyhow::anyhow!("the canary watch ended"))
         }
     };
     let result = tokio::select! {
@@ -218,8 +263,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     };
+    // The controller has stopped (its future is dropped): the Lease can go to another
+    // replica now rather than once it expires.
+    if let Some(election) = &election {
+        release(election).await;
+    }
+    probe.abort();
     server.abort();
     result
+}
+
+/// Releases the Lease if this replica holds it, within a few seconds.
+async fn release(election: &LeaderElection) {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), election.release()).await {
+        Ok(Ok(true)) => {
+            tracing::info!(msg = format!("released the leader lease as {}", election.identity()))
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::warn!(msg = format!("cannot release the leader lease: {e}")),
+        Err(_) => tracing::warn!(msg = "cannot release the leader lease: no answer within 5s"),
+    }
 }
 
 async fn shutdown_signal() {

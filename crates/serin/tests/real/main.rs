@@ -12,6 +12,7 @@
 
 mod compare;
 mod gitops;
+mod health;
 mod live;
 mod loadtester;
 mod manifests;
