@@ -42,10 +42,7 @@ pub async fn run_once(ctx: &Context, namespace: &str, name: &str) -> (Next, Opti
     let generation = canary.metadata.generation;
     let canary = with_default_provider(ctx, canary);
     let interval = canary.analysis_interval();
-    let next = run_canary(ctx, &api, canary).await;
-    if let Some(t) = &ctx.telemetry {
-        t.observe_run(namespace, name, started.elapsed());
-    }
+    let next = run_canary(ctx, &api, canary, started).await;
     (
         match next {
             Some(d) => Next::After(d.min(interval)),
@@ -105,7 +102,12 @@ fn cross_namespace_ref(canary: &Canary) -> Option<String> {
 }
 
 /// The run itself. `Some(d)` asks for the next run sooner than the interval.
-async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<Duration> {
+async fn run_canary(
+    ctx: &Context,
+    api: &Api<Canary>,
+    canary: Canary,
+    started: tokio::time::Instant,
+) -> Option<Duration> {
     if ctx.options.no_cross_namespace_refs
         && canary.metadata.deletion_timestamp.is_none()
         && let Some(e) = cross_namespace_ref(&canary)
@@ -186,9 +188,13 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             return Some(RETRY_AFTER);
         }
     }
+    let before = canary.status.as_ref().map(|s| s.phase);
     let mut decision = serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await;
     let seen = std::mem::take(&mut observer.seen);
     drop(observer);
+    if let Some(t) = &ctx.telemetry {
+        t.observe_checks(&canary, &seen);
+    }
     if queued(ctx, &canary, &decision).await {
         return None;
     }
@@ -276,6 +282,19 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
     for phase in post_rollout {
         run_post_rollout_hooks(ctx, &canary, &status, phase).await;
     }
+    if let Some(t) = &ctx.telemetry {
+        let routes = decision.actions.iter().rev().find_map(|a| match a {
+            Action::SetRoutes(r) => Some((r.primary, r.canary)),
+            _ => None,
+        });
+        let run = crate::telemetry::RunReport {
+            before,
+            status: &status,
+            routes,
+            took: started.elapsed(),
+        };
+        t.observe_run(&canary, &run);
+    }
     None
 }
 
@@ -350,9 +369,6 @@ fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus) {
         ctx.queued().remove(&key);
     } else {
         ctx.running().remove(&key);
-    }
-    if let Some(t) = &ctx.telemetry {
-        t.observe_status(canary, status);
     }
 }
 
