@@ -551,13 +551,14 @@ impl CanaryPhase {
         }
     }
 
-    /// The value of Flagger's `flagger_canary_status` gauge: 0 running, 1 successful,
-    /// 2 failed (so the alert rule `flagger_canary_status > 1` fires on failures).
+    /// The value of Flagger's `flagger_canary_status` gauge, as its recorder sets it:
+    /// 0 while Progressing, 2 when Failed, 1 in every other phase (so the alert rule
+    /// `flagger_canary_status > 1` fires on failures).
     pub fn status_gauge(self) -> i64 {
         match self {
-            CanaryPhase::Succeeded | CanaryPhase::Initialized => 1,
+            CanaryPhase::Progressing => 0,
             CanaryPhase::Failed => 2,
-            _ => 0,
+            _ => 1,
         }
     }
 

@@ -212,14 +212,20 @@ pub struct Normalisation {
     pub message: String,
 }
 
-/// Rewrites an old Flagger document in place to its `flagger.app/v1beta1` form:
-/// the old API versions, `canaryAnalysis`, a metric's scalar `threshold` and the old
-/// built-in metric names. Anything else is left as it is.
+/// Rewrites an old document in place to the form serin reads: a Flagger document
+/// to `flagger.app/v1beta1` (the old API versions, `canaryAnalysis`, a metric's
+/// scalar `threshold` and the old built-in metric names), and a
+/// HorizontalPodAutoscaler of `autoscaling/v2beta1` or `v2beta2`, versions that no
+/// current Kubernetes serves, to `autoscaling/v2` (see [`normalise_hpa`]). Anything
+/// else is left as it is.
 pub fn normalise(value: &mut Value) -> Vec<Normalisation> {
     let mut notes = Vec::new();
     let Some(obj) = value.as_object_mut() else {
         return notes;
     };
+    if obj.get("kind").and_then(Value::as_str) == Some(HPA_KIND) {
+        return normalise_hpa(obj);
+    }
     if let Some(Value::String(v)) = obj.get("apiVersion")
         && OLD_API_VERSIONS.contains(&v.as_str())
     {
@@ -229,7 +235,11 @@ pub fn normalise(value: &mut Value) -> Vec<Normalisation> {
         });
         obj.insert("apiVersion".into(), Value::String(API_VERSION.into()));
     }
-    if obj.get("kind").and_then(Value::as_str) != Some("Canary") {
+    let flagger = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("flagger.app/"));
+    if !flagger || obj.get("kind").and_then(Value::as_str) != Some("Canary") {
         return notes;
     }
     let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
@@ -298,6 +308,199 @@ fn normalise_metric(m: &mut Map<String, Value>, i: usize, notes: &mut Vec<Normal
     });
 }
 
+const HPA_KIND: &str = "HorizontalPodAutoscaler";
+/// The HPA version serin reads and writes (served since Kubernetes 1.23).
+pub const HPA_API_VERSION: &str = "autoscaling/v2";
+/// HPA versions no current Kubernetes serves, with the release that removed them.
+pub const OLD_HPA_API_VERSIONS: [(&str, &str); 2] = [
+    ("autoscaling/v2beta1", "1.25"),
+    ("autoscaling/v2beta2", "1.26"),
+];
+
+/// Rewrites an `autoscaling/v2beta1` or `v2beta2` HorizontalPodAutoscaler to
+/// `autoscaling/v2`, as the API server converts it: v2beta2 has v2's fields; in
+/// v2beta1 each metric's target moves into `target` (`targetAverageUtilization` to
+/// `target.averageUtilization` with type `Utilization`, `targetAverageValue` to
+/// `target.averageValue` with type `AverageValue`, `targetValue` to `target.value`
+/// with type `Value`) and its metric name and selector into `metric`, an `Object`
+/// metric's `target` becomes `describedObject`, and the
+/// `autoscaling.alpha.kubernetes.io/behavior` annotation becomes `spec.behavior`.
+pub fn normalise_hpa(obj: &mut Map<String, Value>) -> Vec<Normalisation> {
+    let mut notes = Vec::new();
+    let Some(version) = obj.get("apiVersion").and_then(Value::as_str) else {
+        return notes;
+    };
+    let Some((old, removed)) = OLD_HPA_API_VERSIONS.iter().find(|(v, _)| *v == version) else {
+        return notes;
+    };
+    notes.push(Normalisation {
+        path: "apiVersion".into(),
+        message: format!(
+            "{old} is read as {HPA_API_VERSION}: Kubernetes no longer serves {old} (removed in {removed})"
+        ),
+    });
+    obj.insert("apiVersion".into(), Value::String(HPA_API_VERSION.into()));
+    if *old != "autoscaling/v2beta1" {
+        return notes;
+    }
+    let behavior = obj
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(Value::as_object_mut)
+        .and_then(|a| a.remove(BEHAVIOR_ANNOTATION));
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return notes;
+    };
+    if let Some(text) = behavior {
+        match text.as_str().map(serde_json::from_str::<Value>) {
+            Some(Ok(b)) if b.is_object() && !spec.contains_key("behavior") => {
+                spec.insert("behavior".into(), b);
+                notes.push(Normalisation {
+                    path: format!("metadata.annotations.{BEHAVIOR_ANNOTATION}"),
+                    message: "read as spec.behavior".into(),
+                });
+            }
+            _ => notes.push(Normalisation {
+                path: format!("metadata.annotations.{BEHAVIOR_ANNOTATION}"),
+                message: "ignored: not a behavior object".into(),
+            }),
+        }
+    }
+    let Some(metrics) = spec.get_mut("metrics").and_then(Value::as_array_mut) else {
+        return notes;
+    };
+    for (i, metric) in metrics.iter_mut().enumerate() {
+        if let Some(m) = metric.as_object_mut() {
+            convert_hpa_metric(m, &format!("spec.metrics[{i}]"), &mut notes);
+        }
+    }
+    notes
+}
+
+const BEHAVIOR_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/behavior";
+
+/// One v2beta1 metric source to v2, in place. A source that already has v2's
+/// `target` is left as it is.
+fn convert_hpa_metric(m: &mut Map<String, Value>, path: &str, notes: &mut Vec<Normalisation>) {
+    let Some(kind) = m.get("type").and_then(Value::as_str).map(str::to_string) else {
+        return;
+    };
+    let field = match kind.as_str() {
+        "Resource" => "resource",
+        "ContainerResource" => "containerResource",
+        "Pods" => "pods",
+        "Object" => "object",
+        "External" => "external",
+        _ => return,
+    };
+    let Some(src) = m.get_mut(field).and_then(Value::as_object_mut) else {
+        return;
+    };
+    let old_keys = [
+        "targetAverageUtilization",
+        "targetAverageValue",
+        "targetValue",
+        "metricName",
+        "metricSelector",
+        "averageValue",
+    ];
+    let is_old = old_keys.iter().any(|k| src.contains_key(*k))
+        || (field == "object" && !src.contains_key("describedObject"));
+    if !is_old || (field != "object" && src.contains_key("target")) {
+        return;
+    }
+    let mut target = Map::new();
+    let mut out = Map::new();
+    match field {
+        "resource" | "containerResource" => {
+            for k in ["name", "container"] {
+                if let Some(v) = src.remove(k) {
+                    out.insert(k.into(), v);
+                }
+            }
+            let utilization = src.remove("targetAverageUtilization");
+            let average = src.remove("targetAverageValue");
+            let type_ = if utilization.is_some() {
+                "Utilization"
+            } else {
+                "AverageValue"
+            };
+            target.insert("type".into(), type_.into());
+            if let Some(u) = utilization {
+                target.insert("averageUtilization".into(), u);
+            }
+            if let Some(a) = average {
+                target.insert("averageValue".into(), a);
+            }
+        }
+        "pods" => {
+            out.insert("metric".into(), metric_identifier(src, "selector"));
+            target.insert("type".into(), "AverageValue".into());
+            if let Some(a) = src.remove("targetAverageValue") {
+                target.insert("averageValue".into(), a);
+            }
+        }
+        "object" => {
+            if let Some(t) = src.remove("target") {
+                out.insert("describedObject".into(), t);
+            }
+            out.insert("metric".into(), metric_identifier(src, "selector"));
+            let average = src.remove("averageValue");
+            let type_ = if average.is_some() {
+                "AverageValue"
+            } else {
+                "Value"
+            };
+            target.insert("type".into(), type_.into());
+            if let Some(v) = src.remove("targetValue") {
+                target.insert("value".into(), v);
+            }
+            if let Some(a) = average {
+                target.insert("averageValue".into(), a);
+            }
+        }
+        _ => {
+            out.insert("metric".into(), metric_identifier(src, "metricSelector"));
+            let value = src.remove("targetValue");
+            let type_ = if value.is_some() {
+                "Value"
+            } else {
+                "AverageValue"
+            };
+            target.insert("type".into(), type_.into());
+            if let Some(v) = value {
+                target.insert("value".into(), v);
+            }
+            if let Some(a) = src.remove("targetAverageValue") {
+                target.insert("averageValue".into(), a);
+            }
+        }
+    }
+    // Anything else the source had stays.
+    for (k, v) in std::mem::take(src) {
+        out.entry(k).or_insert(v);
+    }
+    let shown = Value::Object(target.clone()).to_string();
+    out.insert("target".into(), Value::Object(target));
+    *src = out;
+    notes.push(Normalisation {
+        path: format!("{path}.{field}"),
+        message: format!("read as autoscaling/v2: target {shown}"),
+    });
+}
+
+/// `{name, selector}` from a v2beta1 source's `metricName` and its selector field.
+fn metric_identifier(src: &mut Map<String, Value>, selector: &str) -> Value {
+    let mut id = Map::new();
+    if let Some(n) = src.remove("metricName") {
+        id.insert("name".into(), n);
+    }
+    if let Some(s) = src.remove(selector) {
+        id.insert("selector".into(), s);
+    }
+    Value::Object(id)
+}
+
 /// A document as serin sees it.
 #[derive(Debug, Clone)]
 pub enum Object {
@@ -311,10 +514,10 @@ pub enum Object {
 /// Normalises a copy of the document and reads it as a typed object.
 pub fn to_object(doc: &Document) -> Result<Object, serde_json::Error> {
     let mut value = doc.value.clone();
+    normalise(&mut value);
     if !doc.is_flagger() {
         return Ok(Object::Other(value));
     }
-    normalise(&mut value);
     Ok(match doc.kind() {
         "Canary" => Object::Canary(Box::new(serde_json::from_value(value)?)),
         "MetricTemplate" => Object::MetricTemplate(Box::new(serde_json::from_value(value)?)),
@@ -360,6 +563,113 @@ mod tests {
             docs.iter().map(Document::kind).collect::<Vec<_>>(),
             ["A", "B"]
         );
+    }
+
+    #[test]
+    fn v2beta1_hpas_are_read_as_v2() {
+        let text = r#"
+apiVersion: autoscaling/v2beta1
+kind: HorizontalPodAutoscaler
+metadata:
+  name: podinfo
+  annotations:
+    autoscaling.alpha.kubernetes.io/behavior: '{"scaleDown":{"stabilizationWindowSeconds":60}}'
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  minReplicas: 2
+  maxReplicas: 4
+  metrics:
+  - type: Resource
+    resource: {name: cpu, targetAverageUtilization: 99}
+  - type: Resource
+    resource: {name: memory, targetAverageValue: 100Mi}
+  - type: ContainerResource
+    containerResource: {name: cpu, container: app, targetAverageUtilization: 80}
+  - type: Pods
+    pods: {metricName: packets, targetAverageValue: "1k", selector: {matchLabels: {a: b}}}
+  - type: Object
+    object:
+      target: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: main}
+      metricName: requests
+      targetValue: "10k"
+  - type: Object
+    object:
+      target: {apiVersion: v1, kind: Service, name: web}
+      metricName: rps
+      targetValue: "0"
+      averageValue: "50"
+  - type: External
+    external: {metricName: queue, metricSelector: {matchLabels: {q: jobs}}, targetValue: "30"}
+  - type: External
+    external: {metricName: lag, targetAverageValue: "5"}
+"#;
+        let mut value = parse_documents("hpa.yaml", text).unwrap()[0].value.clone();
+        let notes = normalise(&mut value);
+        assert_eq!(value["apiVersion"], "autoscaling/v2");
+        assert!(
+            notes[0]
+                .message
+                .contains("autoscaling/v2beta1 is read as autoscaling/v2"),
+            "{notes:?}"
+        );
+        assert_eq!(notes.len(), 1 + 1 + 8, "{notes:?}");
+        let expected = serde_json::json!([
+            {"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 99}}},
+            {"type": "Resource", "resource": {"name": "memory",
+                "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+            {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "app",
+                "target": {"type": "Utilization", "averageUtilization": 80}}},
+            {"type": "Pods", "pods": {"metric": {"name": "packets", "selector": {"matchLabels": {"a": "b"}}},
+                "target": {"type": "AverageValue", "averageValue": "1k"}}},
+            {"type": "Object", "object": {
+                "describedObject": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "main"},
+                "metric": {"name": "requests"},
+                "target": {"type": "Value", "value": "10k"}}},
+            {"type": "Object", "object": {
+                "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "web"},
+                "metric": {"name": "rps"},
+                "target": {"type": "AverageValue", "value": "0", "averageValue": "50"}}},
+            {"type": "External", "external": {"metric": {"name": "queue", "selector": {"matchLabels": {"q": "jobs"}}},
+                "target": {"type": "Value", "value": "30"}}},
+            {"type": "External", "external": {"metric": {"name": "lag"},
+                "target": {"type": "AverageValue", "averageValue": "5"}}},
+        ]);
+        assert_eq!(value["spec"]["metrics"], expected);
+        assert_eq!(
+            value["spec"]["behavior"],
+            serde_json::json!({"scaleDown": {"stabilizationWindowSeconds": 60}})
+        );
+        assert!(
+            value["metadata"]["annotations"]
+                .as_object()
+                .unwrap()
+                .is_empty()
+        );
+        // Read again, nothing changes.
+        let again = value.clone();
+        assert!(normalise(&mut value).is_empty());
+        assert_eq!(value, again);
+    }
+
+    #[test]
+    fn v2beta2_hpas_change_only_their_version_and_v2_is_left_alone() {
+        let text = "apiVersion: autoscaling/v2beta2\nkind: HorizontalPodAutoscaler\nmetadata: {name: a}\nspec:\n  maxReplicas: 3\n  metrics:\n  - type: Resource\n    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}\n";
+        let mut value = parse_documents("hpa.yaml", text).unwrap()[0].value.clone();
+        let spec = value["spec"].clone();
+        assert_eq!(normalise(&mut value).len(), 1);
+        assert_eq!(value["apiVersion"], "autoscaling/v2");
+        assert_eq!(value["spec"], spec);
+        assert!(normalise(&mut value).is_empty());
+    }
+
+    #[test]
+    fn a_canary_of_another_group_is_not_normalised() {
+        let text = "apiVersion: example.com/v1\nkind: Canary\nmetadata: {name: a}\nspec:\n  canaryAnalysis: {interval: 1m}\n";
+        let mut value = parse_documents("c.yaml", text).unwrap()[0].value.clone();
+        let before = value.clone();
+        assert!(normalise(&mut value).is_empty());
+        assert_eq!(value, before);
     }
 
     #[test]

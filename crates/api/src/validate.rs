@@ -50,8 +50,17 @@ impl Finding {
 /// The kinds `validate_document` checks.
 pub const CHECKED_KINDS: [&str; 3] = ["Canary", "MetricTemplate", "AlertProvider"];
 
-/// Checks one document. Documents of other kinds or groups give no findings.
+/// Checks one document. Documents of other kinds or groups give no findings, but
+/// for a HorizontalPodAutoscaler of a version Kubernetes no longer serves, which
+/// serin reads as `autoscaling/v2` (a warning for each change).
 pub fn validate_document(doc: &Document) -> Vec<Finding> {
+    if doc.kind() == "HorizontalPodAutoscaler" {
+        let mut value = doc.value.clone();
+        return normalise(&mut value)
+            .into_iter()
+            .map(|n| Finding::warning(n.path, format!("deprecated, {}", n.message)))
+            .collect();
+    }
     if !doc.is_flagger() || !CHECKED_KINDS.contains(&doc.kind()) {
         return Vec::new();
     }

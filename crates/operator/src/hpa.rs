@@ -1,10 +1,12 @@
 //! The primary's HorizontalPodAutoscaler: a copy of the target's HPA that scales
 //! `<target>-primary`, with `autoscalerRef.primaryScalerReplicas` applied.
 //!
-//! HPAs are handled as untyped objects in the API version the Canary names
-//! (`autoscaling/v2`, `v2beta2`, even `v2beta1`), so a copy keeps the metric shapes
-//! of its source. The target's own HPA needs no pausing: an HPA does not scale a
-//! workload that has zero replicas, which is where serin keeps the target.
+//! As in Flagger, HPAs are read and written through `autoscaling/v2` whatever
+//! version `autoscalerRef.apiVersion` names: every Kubernetes since 1.23 serves v2
+//! and converts HPAs created in older versions to it, while `v2beta1` (gone in 1.25)
+//! and `v2beta2` (gone in 1.26) are no longer served. The target's own HPA needs no
+//! pausing: an HPA does not scale a workload that has zero replicas, which is where
+//! serin keeps the target.
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, ResourceExt};
@@ -15,9 +17,8 @@ use crate::error::{Error, Result};
 use crate::labels::{self, Applied};
 
 pub const HPA_KIND: &str = "HorizontalPodAutoscaler";
-/// The version used when the Canary names none, and the fallback when the one it
-/// names is not served any more (v2beta2 left Kubernetes in 1.26).
-pub const DEFAULT_API_VERSION: &str = "autoscaling/v2";
+/// The version HPAs are used through.
+pub const API_VERSION: &str = "autoscaling/v2";
 
 /// The HPA API in the given `group/version`.
 pub fn hpa_resource(api_version: &str) -> ApiResource {
@@ -28,9 +29,14 @@ pub fn hpa_resource(api_version: &str) -> ApiResource {
     )
 }
 
-/// The Canary's HPA reference: `(name, apiVersion)`, or `None` without one. Other
-/// autoscaler kinds are an error serin reports.
-pub fn hpa_ref(canary: &Canary) -> Result<Option<(String, String)>> {
+/// The HPA API serin uses: `autoscaling/v2`.
+fn hpa_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &hpa_resource(API_VERSION))
+}
+
+/// The name of the Canary's HPA, or `None` without one. Other autoscaler kinds are
+/// an error serin reports. The reference's `apiVersion` is not used (see the module).
+pub fn hpa_ref(canary: &Canary) -> Result<Option<String>> {
     let Some(r) = &canary.spec.autoscaler_ref else {
         return Ok(None);
     };
@@ -44,52 +50,36 @@ pub fn hpa_ref(canary: &Canary) -> Result<Option<(String, String)>> {
             canary.id()
         )));
     }
-    let version = r
-        .api_version
-        .clone()
-        .filter(|v| v.starts_with("autoscaling/"))
-        .unwrap_or_else(|| DEFAULT_API_VERSION.to_string());
-    Ok(Some((r.name.clone(), version)))
+    Ok(Some(r.name.clone()))
 }
 
-/// Reads the target's HPA, in the version the Canary names or else `autoscaling/v2`.
+/// Reads the target's HPA through `autoscaling/v2`.
 pub async fn read_target_hpa(client: &Client, canary: &Canary) -> Result<Option<DynamicObject>> {
-    let Some((name, version)) = hpa_ref(canary)? else {
+    let Some(name) = hpa_ref(canary)? else {
         return Ok(None);
     };
     let namespace = labels::namespace_of(canary)?;
-    let mut versions = vec![version.clone()];
-    if version != DEFAULT_API_VERSION {
-        versions.push(DEFAULT_API_VERSION.to_string());
-    }
-    for v in &versions {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &namespace, &hpa_resource(v));
-        match api.get(&name).await {
-            Ok(mut hpa) => {
-                hpa.types = Some(kube::api::TypeMeta {
-                    api_version: v.clone(),
-                    kind: HPA_KIND.into(),
-                });
-                return Ok(Some(hpa));
-            }
-            Err(e) if labels::is_status(&e, 404) => continue,
-            Err(e) => {
-                return Err(Error::kube(
-                    format!(
-                        "HorizontalPodAutoscaler {} get query error",
-                        labels::dotted(&name, &namespace)
-                    ),
-                    e,
-                ));
-            }
+    match hpa_api(client, &namespace).get(&name).await {
+        Ok(mut hpa) => {
+            hpa.types = Some(kube::api::TypeMeta {
+                api_version: API_VERSION.into(),
+                kind: HPA_KIND.into(),
+            });
+            Ok(Some(hpa))
         }
+        Err(e) if labels::is_status(&e, 404) => Err(Error::NotFound {
+            kind: HPA_KIND.into(),
+            namespace,
+            name,
+        }),
+        Err(e) => Err(Error::kube(
+            format!(
+                "HorizontalPodAutoscaler {} get query error",
+                labels::dotted(&name, &namespace)
+            ),
+            e,
+        )),
     }
-    Err(Error::NotFound {
-        kind: HPA_KIND.into(),
-        namespace,
-        name,
-    })
 }
 
 /// The `minReplicas` of an HPA (1 when unset, as Kubernetes defaults it).
@@ -104,11 +94,6 @@ pub fn min_replicas(hpa: &DynamicObject) -> i32 {
 /// The primary's HPA: the source's spec with `scaleTargetRef` pointing at the primary
 /// workload and `primaryScalerReplicas` applied.
 pub fn primary_hpa(canary: &Canary, source: &DynamicObject) -> Result<DynamicObject> {
-    let api_version = source
-        .types
-        .as_ref()
-        .map(|t| t.api_version.clone())
-        .unwrap_or_else(|| DEFAULT_API_VERSION.to_string());
     let name = format!("{}-primary", source.name_any());
     let mut spec = source
         .data
@@ -154,7 +139,7 @@ pub fn primary_hpa(canary: &Canary, source: &DynamicObject) -> Result<DynamicObj
             spec.insert("maxReplicas".into(), Value::from(max));
         }
     }
-    let mut out = DynamicObject::new(&name, &hpa_resource(&api_version));
+    let mut out = DynamicObject::new(&name, &hpa_resource(API_VERSION));
     out.metadata.namespace = canary.namespace();
     out.metadata.labels =
         Some(labels::filter_metadata(source.metadata.labels.as_ref())).filter(|l| !l.is_empty());
@@ -175,14 +160,7 @@ pub async fn reconcile_primary_hpa(
     };
     let desired = primary_hpa(canary, &source)?;
     let namespace = labels::namespace_of(canary)?;
-    let resource = hpa_resource(
-        &desired
-            .types
-            .as_ref()
-            .map(|t| t.api_version.clone())
-            .unwrap_or_default(),
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+    let api = hpa_api(client, &namespace);
     let name = desired.name_any();
     let applied = labels::create_or_update(&api, "HorizontalPodAutoscaler", &name, |current| {
         let Some(cur) = current else {
@@ -214,23 +192,15 @@ pub async fn reconcile_primary_hpa(
 
 /// Deletes the primary HPA when this canary made it.
 pub async fn delete_primary_hpa(client: &Client, canary: &Canary) -> Result<()> {
-    let Some((name, version)) = hpa_ref(canary)? else {
+    let Some(name) = hpa_ref(canary)? else {
         return Ok(());
     };
     let namespace = labels::namespace_of(canary)?;
     let primary = format!("{name}-primary");
-    let mut versions = vec![version.clone()];
-    if version != DEFAULT_API_VERSION {
-        versions.push(DEFAULT_API_VERSION.to_string());
+    let api = hpa_api(client, &namespace);
+    match labels::delete_if_owned(&api, "HorizontalPodAutoscaler", &primary, canary).await {
+        Ok(_) => Ok(()),
+        Err(Error::Kube { source, .. }) if labels::is_status(&source, 404) => Ok(()),
+        Err(e) => Err(e),
     }
-    for v in versions {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &namespace, &hpa_resource(&v));
-        match labels::delete_if_owned(&api, "HorizontalPodAutoscaler", &primary, canary).await {
-            Ok(_) => return Ok(()),
-            Err(Error::Kube { source, .. }) if labels::is_status(&source, 404) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -22,7 +22,6 @@ use serde_json::Value;
 use serin_api::Canary;
 use serin_api::load::{Document, Object, to_object};
 
-use crate::hpa;
 use crate::labels::{self, LabelOptions};
 use crate::router::router_with;
 use crate::workload::{WorkloadOptions, target_kind, workload_with};
@@ -197,7 +196,6 @@ pub async fn render(
     }
 
     let mut seen_ns: Vec<String> = Vec::new();
-    let mut hpa_versions: BTreeMap<(String, String), String> = BTreeMap::new();
     for (_, canary) in &canaries {
         let ns = canary.namespace().unwrap_or_default();
         ensure_namespace(&client, &ns, &mut namespaces).await?;
@@ -242,9 +240,6 @@ pub async fn render(
         workload.initialize_primary(&stored).await.map_err(fail)?;
         let router = router_with(client.clone(), &stored, opts.labels.clone()).map_err(fail)?;
         router.reconcile(&stored).await.map_err(fail)?;
-        if let Some((name, version)) = hpa::hpa_ref(&stored).map_err(fail)? {
-            hpa_versions.insert((ns.clone(), format!("{name}-primary")), version);
-        }
         if !seen_ns.contains(&ns) {
             seen_ns.push(ns);
         }
@@ -285,21 +280,6 @@ pub async fn render(
                         .any(|o| o.kind == "Canary")
                 {
                     continue;
-                }
-                if kind == "HorizontalPodAutoscaler"
-                    && let Some(v) = hpa_versions.get(&(ns.clone(), name.clone()))
-                    && v != &format!("{group}/{version}")
-                {
-                    let api: Api<DynamicObject> =
-                        Api::namespaced_with(client.clone(), ns, &hpa::hpa_resource(v));
-                    obj = api.get(&name).await.map_err(|e| RenderError::Api {
-                        context: format!("reading HorizontalPodAutoscaler {ns}/{name}"),
-                        source: e,
-                    })?;
-                    obj.types = Some(kube::api::TypeMeta {
-                        api_version: v.clone(),
-                        kind: kind.into(),
-                    });
                 }
                 out.push(clean(obj));
             }
@@ -371,7 +351,13 @@ async fn create_input(
         line: doc.line,
         message,
     };
-    let api_version = doc.api_version();
+    // The document as read (an old HPA is in autoscaling/v2 by now).
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let api_version = api_version.as_str();
     let kind = doc.kind();
     if api_version.is_empty() || kind.is_empty() {
         return Err(invalid("an object needs apiVersion and kind".into()));

@@ -617,32 +617,58 @@ async fn daemonsets_scale_down_with_a_node_selector() {
     );
 }
 
+/// As in Flagger, HPAs are used through autoscaling/v2 whatever version
+/// `autoscalerRef.apiVersion` names: v2beta1 (the 2019 seeds'), which no current
+/// Kubernetes serves (nor does the sandbox), and v2beta2 (which the sandbox still
+/// serves). The primary's HPA follows the target's at promotion and goes with the
+/// canary.
 #[tokio::test(start_paused = true)]
-async fn v2beta2_hpas_are_copied_in_their_own_version() {
-    let clock = Clock::system();
-    let (_sb, client) = sandbox(clock).await;
-    let podinfo =
-        read(&data_path("podinfo.yaml")).replace("autoscaling/v2\n", "autoscaling/v2beta2\n");
-    assert!(podinfo.contains("apiVersion: autoscaling/v2beta2"));
-    apply(&client, &podinfo).await;
-    let mut canary = seed_canary("tests/fixtures/seeds/istio-guide/podinfo-canary.yaml");
-    canary.spec.autoscaler_ref.as_mut().unwrap().api_version = Some("autoscaling/v2beta2".into());
-    let canary = create_canary(&client, canary).await;
-    workload(&client, &canary, clock)
-        .initialize_primary(&canary)
+async fn hpas_are_used_through_autoscaling_v2_whatever_version_the_canary_names() {
+    for named in ["autoscaling/v2beta1", "autoscaling/v2beta2"] {
+        let clock = Clock::system();
+        let (_sb, client) = sandbox(clock).await;
+        apply(&client, &read(&data_path("podinfo.yaml"))).await;
+        let mut canary = seed_canary("tests/fixtures/seeds/istio-guide/podinfo-canary.yaml");
+        canary.spec.autoscaler_ref.as_mut().unwrap().api_version = Some(named.into());
+        let canary = create_canary(&client, canary).await;
+        let w = workload(&client, &canary, clock);
+        w.initialize_primary(&canary).await.unwrap();
+        let hpas: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), "test", &hpa_resource("autoscaling/v2"));
+        let hpa = hpas.get("podinfo-primary").await.unwrap();
+        assert_eq!(
+            hpa.data["spec"]["scaleTargetRef"]["name"], "podinfo-primary",
+            "{named}"
+        );
+        assert_eq!(
+            hpa.data["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            99
+        );
+        assert_eq!(
+            deployment(&client, "podinfo-primary")
+                .await
+                .spec
+                .unwrap()
+                .replicas,
+            Some(2),
+            "the primary starts at the HPA's minimum ({named})"
+        );
+        hpas.patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maxReplicas": 6}})),
+        )
         .await
         .unwrap();
-    let hpas: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "test", &hpa_resource("autoscaling/v2beta2"));
-    let hpa = hpas.get("podinfo-primary").await.unwrap();
-    assert_eq!(
-        hpa.data["spec"]["scaleTargetRef"]["name"],
-        "podinfo-primary"
-    );
-    assert_eq!(
-        hpa.data["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
-        99
-    );
+        w.promote(&canary).await.unwrap();
+        let hpa = hpas.get("podinfo-primary").await.unwrap();
+        assert_eq!(hpa.data["spec"]["maxReplicas"], 6, "{named}");
+        w.finalize(&canary).await.unwrap();
+        assert!(
+            hpas.get_opt("podinfo-primary").await.unwrap().is_none(),
+            "{named}"
+        );
+    }
 }
 
 /// A canary whose target Flagger v1.44.0 had analysed keeps its revision: serin's

@@ -1153,6 +1153,7 @@ const KNOWN_METRICS: &[&str] = &[
     "flagger_canary_duration_seconds_bucket",
     "flagger_canary_duration_seconds_sum",
     "flagger_canary_duration_seconds_count",
+    "flagger_canary_metric_analysis",
     "flagger_canary_successes_total",
     "flagger_canary_failures_total",
     "flagger_info",

@@ -42,14 +42,9 @@ pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<(), E
 
 /// Creates (or replaces) one document.
 pub async fn apply_value(client: &kube::Client, mut value: Value) -> Result<(), Error> {
-    let api_version = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if api_version.starts_with("flagger.app/") {
-        normalise(&mut value);
-    }
+    // Old Flagger documents and HPAs of versions Kubernetes no longer serves are
+    // applied as serin reads them.
+    normalise(&mut value);
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)

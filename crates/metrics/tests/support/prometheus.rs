@@ -406,6 +406,29 @@ impl Prometheus {
         web_config: Option<&str>,
         basic_auth: Option<(&str, &str)>,
     ) -> Self {
+        Self::start_configured(traffic, web_config, basic_auth, "")
+    }
+
+    /// Like [`start`](Self::start), also scraping `/metrics` of each `host:port` in
+    /// `targets` every second (job `serin`).
+    pub fn start_scraping(traffic: &Traffic, targets: &[String]) -> Self {
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let scrape = format!(
+            "scrape_configs:\n  - job_name: serin\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    static_configs:\n      - targets: [{list}]\n"
+        );
+        Self::start_configured(traffic, None, None, &scrape)
+    }
+
+    fn start_configured(
+        traffic: &Traffic,
+        web_config: Option<&str>,
+        basic_auth: Option<(&str, &str)>,
+        scrape: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data = dir.path().join("data");
         let input = dir.path().join("traffic.om");
@@ -422,7 +445,11 @@ impl Prometheus {
             String::from_utf8_lossy(&out.stderr)
         );
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, "global:\n  evaluation_interval: 1h\n").expect("write config");
+        std::fs::write(
+            &config,
+            format!("global:\n  evaluation_interval: 1h\n{scrape}"),
+        )
+        .expect("write config");
         let web = web_config.map(|body| {
             let p = dir.path().join("web.yml");
             std::fs::write(&p, body).expect("write web config");

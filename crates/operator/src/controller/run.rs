@@ -42,10 +42,7 @@ pub async fn run_once(ctx: &Context, namespace: &str, name: &str) -> (Next, Opti
     let generation = canary.metadata.generation;
     let canary = with_default_provider(ctx, canary);
     let interval = canary.analysis_interval();
-    let next = run_canary(ctx, &api, canary).await;
-    if let Some(t) = &ctx.telemetry {
-        t.observe_run(namespace, name, started.elapsed());
-    }
+    let next = run_canary(ctx, &api, canary, started).await;
     (
         match next {
             Some(d) => Next::After(d.min(interval)),
@@ -105,7 +102,12 @@ fn cross_namespace_ref(canary: &Canary) -> Option<String> {
 }
 
 /// The run itself. `Some(d)` asks for the next run sooner than the interval.
-async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<Duration> {
+async fn run_canary(
+    ctx: &Context,
+    api: &Api<Canary>,
+    canary: Canary,
+    started: tokio::time::Instant,
+) -> Option<Duration> {
     if ctx.options.no_cross_namespace_refs
         && canary.metadata.deletion_timestamp.is_none()
         && let Some(e) = cross_namespace_ref(&canary)
@@ -186,10 +188,14 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             return Some(RETRY_AFTER);
         }
     }
+    let before = canary.status.as_ref().map(|s| s.phase);
     let mut decision = serin_engine::decide(&canary, ctx.clock.now(), &mut observer).await;
     let seen = std::mem::take(&mut observer.seen);
     let seen_routes = observer.routes_read();
     drop(observer);
+    if let Some(t) = &ctx.telemetry {
+        t.observe_checks(&canary, &seen);
+    }
     if queued(ctx, &canary, &decision).await {
         return None;
     }
@@ -272,24 +278,29 @@ async fn run_canary(ctx: &Context, api: &Api<Canary>, canary: Canary) -> Option<
             .await;
         }
     }
-    note_phase(ctx, &canary, &status, gauge_weight(&decision, &seen_routes));
+    note_phase(ctx, &canary, &status);
     publish(ctx, &canary, &status, &decision, &post_rollout).await;
+    if let Some(t) = &ctx.telemetry {
+        // The split this run set, else the one it read (Flagger's gauge follows the
+        // routes, so an A/B canary under analysis shows its routed weight).
+        let routes = decision
+            .actions
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::SetRoutes(r) => Some((r.primary, r.canary)),
+                _ => None,
+            })
+            .or(seen_routes.map(|r| (r.primary, r.canary)));
+        let run = crate::telemetry::RunReport {
+            before,
+            status: &status,
+            routes,
+            took: started.elapsed(),
+        };
+        t.observe_run(&canary, &run);
+    }
     None
-}
-
-/// The canary weight for the `flagger_canary_weight` gauge: as in Flagger, the
-/// routes' (set this run, else read this run), which for A/B testing is not the
-/// status' weight (0 there, as Flagger writes it).
-fn gauge_weight(decision: &Decision, seen: &Option<serin_engine::Routes>) -> Option<i32> {
-    decision
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::SetRoutes(r) => Some(r.canary),
-            _ => None,
-        })
-        .or(seen.map(|r| r.canary))
 }
 
 /// A slot among the concurrent analyses taken by a run, given back when the run ends
@@ -356,23 +367,13 @@ async fn queued(ctx: &Context, canary: &Canary, decision: &Decision) -> bool {
     true
 }
 
-fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus, weight: Option<i32>) {
+fn note_phase(ctx: &Context, canary: &Canary, status: &CanaryStatus) {
     let key = key_of(canary);
     if status.phase.is_running() {
         ctx.running().insert(key.clone());
         ctx.queued().remove(&key);
     } else {
         ctx.running().remove(&key);
-    }
-    if let Some(t) = &ctx.telemetry {
-        match weight {
-            Some(w) if w != status.canary_weight => {
-                let mut routed = status.clone();
-                routed.canary_weight = w;
-                t.observe_status(canary, &routed);
-            }
-            _ => t.observe_status(canary, status),
-        }
     }
 }
 

@@ -1345,3 +1345,50 @@ fn assert_promoted_cleanly_after_rollback(ns: &str) {
     );
     assert_eq!(must_get(ns, "deployment/podinfo")["spec"]["replicas"], 0);
 }
+
+/// The 2019 seeds' Canary names `autoscalerRef.apiVersion: autoscaling/v2beta1`, a
+/// version the real API server (like every current Kubernetes) no longer serves: the
+/// seed's v2beta1 HPA itself is refused by `kubectl apply`, and serin, which uses
+/// HPAs through autoscaling/v2 as Flagger does, still makes the primary's HPA.
+#[test]
+#[ignore = "real tier: needs scripts/cluster.sh (run by scripts/test.sh)"]
+fn an_autoscaler_ref_naming_v2beta1_still_gets_the_primary_hpa() {
+    let _shared = shared();
+    let ns = Namespace::new("hpa-v2beta1");
+    let n = ns.name.as_str();
+    let seed_hpa = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/seeds/blog-ciwei/podinfo-hpa.yaml"),
+    )
+    .expect("the seed's HPA")
+    .replace("namespace: test", &format!("namespace: {n}"));
+    let refused = kubectl_stdin(&["-n", n, "apply", "-f", "-"], &seed_hpa);
+    assert!(!refused.ok(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("autoscaling/v2beta1"),
+        "{}",
+        refused.stderr
+    );
+    telemetry().set(n, "podinfo", Rates::healthy());
+    apply(n, &app("podinfo"));
+    let canary = PODINFO_CANARY.replace(
+        "apiVersion: autoscaling/v2\n    kind: HorizontalPodAutoscaler",
+        "apiVersion: autoscaling/v2beta1\n    kind: HorizontalPodAutoscaler",
+    );
+    assert!(canary.contains("autoscaling/v2beta1"));
+    apply(n, &canary);
+    let op = Operator::start(n, &[]);
+    wait_phase(n, "podinfo", "Initialized", MINUTE, &op);
+    let hpa = must_get(n, "horizontalpodautoscaler.v2.autoscaling/podinfo-primary");
+    assert!(owned_by_canary(&hpa, "podinfo"), "{hpa}");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "podinfo-primary");
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        99
+    );
+    assert_eq!(
+        must_get(n, "deployment/podinfo-primary")["spec"]["replicas"],
+        2
+    );
+}
