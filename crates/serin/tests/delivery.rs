@@ -885,8 +885,13 @@ fn flags_used(subcommand: &str) -> BTreeSet<String> {
                 continue;
             }
             if in_args {
-                if let Some(arg) = t.strip_prefix("- --") {
-                    let name = arg.split(['=', ' ']).next().unwrap_or("");
+                // `- --name=value`, or a chart's quoted form
+                // `- {{ printf "--name=%s" . | quote }}`.
+                let arg = t
+                    .strip_prefix("- --")
+                    .or_else(|| t.strip_prefix("- {{ printf \"--"));
+                if let Some(arg) = arg {
+                    let name = arg.split(['=', ' ', '"']).next().unwrap_or("");
                     flags.insert(format!("--{name}"));
                 } else if !(t.starts_with("{{") || t.starts_with('#') || t.starts_with("- --")) {
                     in_args = false;
