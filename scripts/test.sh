@@ -16,7 +16,8 @@ start=$SECONDS
 # Debian packages the tests use for real parts: Prometheus (metric queries), openssl
 # (the insecureSkipVerify test's certificate), InfluxDB 1.x and Graphite (carbon and
 # graphite-web) for their metric providers, Chromium and its driver (the dashboard in a
-# real headless browser).
+# real headless browser), buildah and podman (serin's image, scripts/image.sh, built and
+# run by the real tier).
 missing=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || missing+=(prometheus)
@@ -27,6 +28,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
 if [ ${#missing[@]} -gt 0 ]; then
   stamp "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq

@@ -13,6 +13,7 @@
 mod compare;
 mod gitops;
 mod health;
+mod image;
 mod live;
 mod loadtester;
 mod manifests;
