@@ -25,7 +25,7 @@ fn demo_promotes_then_rolls_back() {
         "Halt podinfo.test advancement success rate 69.17% < 99%",
         "Rolling back podinfo.test failed checks threshold reached 5",
         "Canary failed! Scaling down podinfo.test",
-        "result: promotion Succeeded, rollback Failed",
+        "result: the new version promoted (canary phase Succeeded), the faulty one rolled back (canary phase Failed)",
     ];
     let mut at = 0;
     for want in expected {

@@ -149,3 +149,25 @@ fn bad_arguments_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/canary.yaml"));
 }
+
+#[test]
+fn every_spelling_of_the_file_flag_runs_the_same_rollout() {
+    // `--filename` is what validate, render, query, alert and kubectl spell; `-f` and the
+    // old `--file` keep working.
+    let run = |flag: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_serin"))
+            .args(["simulate", flag])
+            .arg(seed_canary())
+            .args(["--metric", "request-success-rate=99.5"])
+            .args(["--metric", "request-duration=250"])
+            .output()
+            .expect("serin runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "simulate {flag}: {stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let short = run("-f");
+    assert!(short.contains("Promotion completed"), "{short}");
+    assert_eq!(run("--filename"), short);
+    assert_eq!(run("--file"), short);
+}

@@ -262,8 +262,12 @@ pub async fn run(out: &mut dyn Write, options: DemoOptions) -> Result<DemoOutcom
         out,
         "{}",
         style.bold(&format!(
-            "result: promotion {}, rollback {} ({} of rollout time)",
+            // The phases are the Canary's: "rollback Failed" read as if the rollback had
+            // failed, so say what happened to each release first.
+            "result: the new version {} (canary phase {}), the faulty one {} (canary phase {}), {} of rollout time",
+            if outcome.promotion == CanaryPhase::Succeeded { "promoted" } else { "NOT promoted" },
             outcome.promotion,
+            if outcome.rollback == CanaryPhase::Failed { "rolled back" } else { "NOT rolled back" },
             outcome.rollback,
             mmss(outcome.virtual_time)
         ))

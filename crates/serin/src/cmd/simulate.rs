@@ -13,7 +13,13 @@ use serin_simulate::{Options, Simulation, TimedEvent, virtual_runtime};
 pub struct Args {
     /// Manifests to apply (Canary, Deployment, HPA, MetricTemplate...); a Canary's
     /// target missing from the files is stood in by a podinfo Deployment
-    #[arg(short = 'f', long = "file", required = true)]
+    /// (`--filename` as in every other command and kubectl; `--file` kept as an alias)
+    #[arg(
+        short = 'f',
+        long = "filename",
+        visible_alias = "file",
+        required = true
+    )]
     pub files: Vec<PathBuf>,
     /// The value every check of metric NAME answers (a metric with no value fails)
     #[arg(long = "metric", value_name = "NAME=VALUE")]
