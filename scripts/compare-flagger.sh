@@ -85,7 +85,7 @@ if [ "$mode" != golden ]; then
   cargo bench --locked -p serin-simulate --bench controller -- --compare-flagger \
     "$KUBECONFIG" "$dir/logs/audit.log" \
     "$SERIN_FLAGGER" "$dir/flagger.kubeconfig" \
-    "$PWD/target/release/serin" "$dir/serin.kubeconfig" \
+    "${CARGO_TARGET_DIR:-$PWD/target}/release/serin" "$dir/serin.kubeconfig" \
     "$PWD/target/compare/flagger.json" $quick
   say "performance comparison done in $((SECONDS - start))s; target/compare/flagger.json"
   down

@@ -46,7 +46,13 @@ command -v moto_server >/dev/null 2>&1 || {
 }
 command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (it ships on these machines)"; exit 1; }
 
-stamp "fast tier: fmt, clippy, cargo test --workspace"
+# Rust's build output lives in a cache outside the clone, as the Go peers' does, so a
+# second run on the same machine (a fresh clone included) recompiles only serin's own
+# crates, not its dependencies. A CARGO_TARGET_DIR set by the caller wins.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/serin/cargo-target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+stamp "fast tier: fmt, clippy, cargo test --workspace (build output in $CARGO_TARGET_DIR)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
