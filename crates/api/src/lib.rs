@@ -14,6 +14,7 @@ pub mod load;
 pub mod manual;
 pub mod metric_template;
 pub mod schema;
+pub mod stand_in;
 pub mod validate;
 
 pub use alert_provider::{AlertProvider, AlertProviderSpec};

@@ -26,9 +26,11 @@ enum Command {
     Crds(cmd::crds::Args),
     /// Check Canary, MetricTemplate and AlertProvider manifests for mistakes
     Validate(cmd::validate::Args),
-    /// Print every object serin would create for the Canaries in the given files
+    /// Print every object serin would create for the Canaries in the given files (a
+    /// target or HPA missing from them is stood in by podinfo's, said on stderr)
     Render(cmd::render::Args),
-    /// Run a whole rollout against the in-process sandbox on a virtual clock
+    /// Run a whole rollout against the in-process sandbox on a virtual clock (a
+    /// target or HPA missing from the files is stood in by podinfo's, said on stderr)
     Simulate(cmd::simulate::Args),
     /// Serve an in-memory Kubernetes API on loopback for kubectl and tests
     Sandbox(cmd::sandbox::Args),

@@ -176,18 +176,6 @@ spec:
 }
 
 #[test]
-fn a_canary_without_its_target_fails_naming_it() {
-    let out = render(&[repo(CANARY)], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("canary test/podinfo: target Deployment test/podinfo is not in the input"),
-        "{err}"
-    );
-}
-
-#[test]
 fn an_unreadable_file_is_exit_2() {
     let out = render(&[repo("tests/fixtures/seeds/no-such-file.yaml")], None);
     assert_eq!(out.status.code(), Some(2));

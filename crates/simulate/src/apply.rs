@@ -1,11 +1,11 @@
-//! Putting manifests into the sandbox, as `kubectl apply` would, with stand-ins for a
-//! Canary's target and HPA when the files do not hold them.
+//! Putting manifests into the sandbox, as `kubectl apply` would (the stand-ins for a
+//! Canary's target and HPA come from [`serin_api::stand_in`], shared with `render`).
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::core::ObjectMeta;
-use serde_json::{Value, json};
+use serde_json::Value;
 use serin_api::Canary;
 use serin_api::load::{Document, normalise};
 
@@ -123,89 +123,6 @@ pub fn canaries(docs: &[Document]) -> Result<Vec<Canary>, Error> {
         }
     }
     Ok(out)
-}
-
-fn has(docs: &[Document], kind: &str, namespace: &str, name: &str) -> bool {
-    docs.iter().any(|d| {
-        d.kind() == kind && d.name() == name && d.namespace().unwrap_or("default") == namespace
-    })
-}
-
-/// Stand-ins for what the canaries need and the files do not hold: the target
-/// (a podinfo workload, as in the seeds) and the HPA.
-pub fn stand_ins(docs: &[Document], canaries: &[Canary]) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for c in canaries {
-        let ns = c
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let target = c.spec.target_ref.name.clone();
-        let kind = c
-            .spec
-            .target_ref
-            .kind
-            .clone()
-            .filter(|k| !k.is_empty())
-            .unwrap_or_else(|| "Deployment".into());
-        let port = c.spec.service.target_port.as_ref().and_then(|p| match p {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => Some(*i),
-            _ => None,
-        });
-        let port = port.unwrap_or(c.spec.service.port);
-        if !has(docs, &kind, &ns, &target) {
-            let mut spec = json!({
-                "selector": {"matchLabels": {"app": target}},
-                "template": {
-                    "metadata": {"labels": {"app": target}},
-                    "spec": {"containers": [{
-                        "name": "podinfod",
-                        "image": "ghcr.io/stefanprodan/podinfo:6.0.0",
-                        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-                    }]},
-                },
-            });
-            if kind == "Deployment" {
-                spec["replicas"] = json!(1);
-                spec["progressDeadlineSeconds"] =
-                    json!(c.spec.progress_deadline_seconds.unwrap_or(600));
-            }
-            out.push((
-                format!(
-                    "{} {ns}/{target} (podinfo 6.0.0 stand-in)",
-                    kind.to_lowercase()
-                ),
-                json!({
-                    "apiVersion": "apps/v1",
-                    "kind": kind,
-                    "metadata": {"name": target, "namespace": ns, "labels": {"app": target}},
-                    "spec": spec,
-                }),
-            ));
-        }
-        if let Some(hpa) = &c.spec.autoscaler_ref
-            && !hpa.name.is_empty()
-            && !has(docs, "HorizontalPodAutoscaler", &ns, &hpa.name)
-        {
-            out.push((
-                format!("horizontalpodautoscaler {ns}/{} (stand-in)", hpa.name),
-                json!({
-                    "apiVersion": "autoscaling/v2",
-                    "kind": "HorizontalPodAutoscaler",
-                    "metadata": {"name": hpa.name, "namespace": ns},
-                    "spec": {
-                        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target},
-                        "minReplicas": 2,
-                        "maxReplicas": 4,
-                        "metrics": [{"type": "Resource", "resource": {"name": "cpu",
-                            "target": {"type": "Utilization", "averageUtilization": 99}}}],
-                    },
-                }),
-            ));
-        }
-    }
-    out
 }
 
 /// Orders documents so that what others depend on is created first.

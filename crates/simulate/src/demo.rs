@@ -17,6 +17,7 @@ use serin_engine::EventType;
 use crate::{Error, Options, Simulation, TimedEvent, mmss};
 
 /// The demo's manifests: namespace, podinfo Deployment and HPA, the seed's Canary.
+/// [`run`] applies exactly these; `serin demo --print-manifests` prints them.
 pub const MANIFESTS: &str = include_str!("demo/podinfo.yaml");
 
 /// How the demo went.
@@ -31,6 +32,28 @@ impl DemoOutcome {
     /// The demo showed what it promised: a promotion, then a rollback.
     pub fn as_expected(&self) -> bool {
         self.promotion == CanaryPhase::Succeeded && self.rollback == CanaryPhase::Failed
+    }
+
+    /// The demo's last line: what happened to each version, with the phase the
+    /// canary ended in (a rolled-back canary's phase is Failed: the version failed,
+    /// the rollback did not).
+    pub fn line(&self) -> String {
+        let promoted = if self.promotion == CanaryPhase::Succeeded {
+            "promoted"
+        } else {
+            "NOT promoted"
+        };
+        let rolled_back = if self.rollback == CanaryPhase::Failed {
+            "rolled back"
+        } else {
+            "NOT rolled back"
+        };
+        format!(
+            "result: the new version {promoted} (canary phase {}), the faulty one {rolled_back} (canary phase {}), {} of rollout time",
+            self.promotion,
+            self.rollback,
+            mmss(self.virtual_time)
+        )
     }
 }
 
@@ -258,20 +281,7 @@ pub async fn run(out: &mut dyn Write, options: DemoOptions) -> Result<DemoOutcom
         virtual_time: rollback.elapsed,
     };
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{}",
-        style.bold(&format!(
-            // The phases are the Canary's: "rollback Failed" read as if the rollback had
-            // failed, so say what happened to each release first.
-            "result: the new version {} (canary phase {}), the faulty one {} (canary phase {}), {} of rollout time",
-            if outcome.promotion == CanaryPhase::Succeeded { "promoted" } else { "NOT promoted" },
-            outcome.promotion,
-            if outcome.rollback == CanaryPhase::Failed { "rolled back" } else { "NOT rolled back" },
-            outcome.rollback,
-            mmss(outcome.virtual_time)
-        ))
-    );
+    let _ = writeln!(out, "{}", style.bold(&outcome.line()));
     let _ = writeln!(
         out,
         "{}",

@@ -154,7 +154,8 @@ pub struct Simulation {
     pub clock: Clock,
     pub checks: Arc<ScriptedChecks>,
     pub canaries: Vec<Canary>,
-    /// Stand-ins created because the files lacked them (for a note to the user).
+    /// Notes on the stand-ins created because the files lacked them
+    /// ([`serin_api::stand_in::StandIn::note`]).
     pub stand_ins: Vec<String>,
     options: Options,
     recorder: EventRecorder,
@@ -181,12 +182,12 @@ impl Simulation {
         if canaries.is_empty() {
             return Err(Error::NoCanary);
         }
-        let extra = apply::stand_ins(&docs, &canaries);
+        let extra = serin_api::stand_in::stand_ins(&docs, "default");
         let mut values: Vec<Value> = docs.iter().map(|d| d.value.clone()).collect();
         let mut stand_ins = Vec::new();
-        for (what, v) in extra {
-            stand_ins.push(what);
-            values.push(v);
+        for s in extra {
+            stand_ins.push(s.note());
+            values.push(s.document.value);
         }
         values.sort_by_key(apply::apply_order);
         for v in values {

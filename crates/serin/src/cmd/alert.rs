@@ -2,7 +2,6 @@
 //! files, so a webhook URL, Secret or proxy can be checked before a rollout needs it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,10 +28,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct TestArgs {
-    /// A file of multi-document YAML holding the AlertProvider and its Secret; `-`
-    /// reads standard input. Repeatable.
-    #[arg(short = 'f', long = "filename", required = true)]
-    files: Vec<PathBuf>,
+    // The files holding the AlertProvider and its Secret.
+    #[command(flatten)]
+    manifests: super::Manifests,
     /// The AlertProvider's name
     #[arg(long)]
     provider: String,
@@ -75,7 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
-    let docs = match read_files(&args.files) {
+    let docs = match read_files(&args.manifests.files) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{e}");

@@ -1,6 +1,6 @@
 //! `serin demo`: the seeds' canary walkthrough on the built-in sandbox, with no cluster.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -15,9 +15,19 @@ pub struct Args {
     /// Colours: auto (when stdout is a terminal), always or never
     #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
     pub color: String,
+    /// Print the manifests the demo applies (multi-document YAML, for
+    /// `kubectl apply -f -`) and exit without running it
+    #[arg(long)]
+    pub print_manifests: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.print_manifests {
+        let mut out = std::io::stdout().lock();
+        out.write_all(serin_simulate::demo::MANIFESTS.as_bytes())?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if !(args.speed.is_finite() && args.speed > 0.0) {
         anyhow::bail!("--speed must be a positive number");
     }

@@ -20,9 +20,9 @@ use serin_metrics::{BuiltinMetric, ProviderConfigError};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Files with the Canary, its MetricTemplates and their Secrets (`-` for stdin)
-    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
-    pub files: Vec<PathBuf>,
+    // The files with the Canary, its MetricTemplates and their Secrets.
+    #[command(flatten)]
+    pub manifests: super::Manifests,
     /// Name of the Canary
     #[arg(long, value_name = "NAME")]
     pub canary: String,
@@ -59,7 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
     // Objects without a namespace land where `kubectl apply -n NS` would put them.
     let default_namespace = args.namespace.as_deref().unwrap_or("default");
-    let loaded = Loaded::read(&args.files, default_namespace)?;
+    let loaded = Loaded::read(&args.manifests.files, default_namespace)?;
     let canary = loaded.canary(&args.canary, args.namespace.as_deref())?;
     let metric = find_metric(canary, &args.metric)?;
 

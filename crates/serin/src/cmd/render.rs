@@ -1,22 +1,22 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serin_api::load::read_files;
+use serin_api::stand_in::stand_ins;
 use serin_operator::labels::LabelOptions;
 use serin_operator::render::{RenderOptions, render};
 use serin_sandbox::{Sandbox, SandboxOptions};
 
 /// Prints, as a YAML stream, every object serin would create for the Canaries in the
-/// files, given the targets, HPAs, ConfigMaps and Secrets in the same files. The
-/// objects are made by the operator's own code against an empty in-process API
-/// server, so they are what a cluster would get. Exit 0 on success, 1 when a Canary
-/// cannot be rendered (its target missing, for instance), 2 when a file cannot be
-/// read.
+/// files, given the targets, HPAs, ConfigMaps and Secrets in the same files. A
+/// target or HPA the files lack is stood in by podinfo's, as `serin simulate` does
+/// ([`serin_api::stand_in`]), with a line on stderr naming it. The objects are made
+/// by the operator's own code against an empty in-process API server, so they are
+/// what a cluster would get. Exit 0 on success, 1 when a Canary cannot be rendered,
+/// 2 when a file cannot be read.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A file of multi-document YAML; `-` reads standard input. Repeatable.
-    #[arg(short = 'f', long = "filename", required = true)]
-    files: Vec<PathBuf>,
+    #[command(flatten)]
+    manifests: super::Manifests,
     /// The namespace of objects that name none.
     #[arg(short = 'n', long, default_value = "default")]
     namespace: String,
@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let docs = match read_files(&args.files) {
+    let mut docs = match read_files(&args.manifests.files) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("serin render: {e}");
@@ -43,6 +43,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !docs.iter().any(|d| d.is_flagger() && d.kind() == "Canary") {
         eprintln!("serin render: no Canary in the input");
         return Ok(ExitCode::SUCCESS);
+    }
+    for stand_in in stand_ins(&docs, &args.namespace) {
+        eprintln!("serin render: {}", stand_in.note());
+        docs.push(stand_in.document);
     }
     let options = RenderOptions {
         default_namespace: args.namespace,

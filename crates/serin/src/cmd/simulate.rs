@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -11,16 +10,10 @@ use serin_simulate::{Options, Simulation, TimedEvent, virtual_runtime};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Manifests to apply (Canary, Deployment, HPA, MetricTemplate...); a Canary's
-    /// target missing from the files is stood in by a podinfo Deployment
-    /// (`--filename` as in every other command and kubectl; `--file` kept as an alias)
-    #[arg(
-        short = 'f',
-        long = "filename",
-        visible_alias = "file",
-        required = true
-    )]
-    pub files: Vec<PathBuf>,
+    // Manifests to apply (Canary, Deployment, HPA, MetricTemplate...); a Canary's
+    // target missing from the files is stood in by a podinfo Deployment.
+    #[command(flatten)]
+    pub manifests: super::Manifests,
     /// The value every check of metric NAME answers (a metric with no value fails)
     #[arg(long = "metric", value_name = "NAME=VALUE")]
     pub metrics: Vec<String>,
@@ -77,7 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         mesh_provider: args.mesh_provider.clone(),
         ..Default::default()
     };
-    let docs = serin_api::load::read_files(&args.files)?;
+    let docs = serin_api::load::read_files(&args.manifests.files)?;
     let json = args.format == "json";
     // The simulation owns a current-thread runtime on paused time, away from the
     // multi-threaded runtime main() runs on.
@@ -86,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         rt.block_on(async move {
             let mut sim = Simulation::start(docs, options).await?;
             for s in &sim.stand_ins {
-                eprintln!("simulate: using a stand-in {s}: the files do not define it");
+                eprintln!("simulate: {s}");
             }
             let mut out = std::io::stdout().lock();
             let outcome = {

@@ -1,4 +1,3 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serin_api::load::read_files;
@@ -8,13 +7,12 @@ use serin_api::validate::{CHECKED_KINDS, Severity, validate_document};
 /// there are no errors (warnings allowed), 1 on errors, 2 when a file cannot be read.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A file of multi-document YAML; `-` reads standard input. Repeatable.
-    #[arg(short = 'f', long = "filename", required = true)]
-    files: Vec<PathBuf>,
+    #[command(flatten)]
+    manifests: super::Manifests,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let docs = match read_files(&args.files) {
+    let docs = match read_files(&args.manifests.files) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{e}");
@@ -52,7 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!(
         "{} in {}: {} checked, {}, {}",
         plural(docs.len(), "document"),
-        plural(args.files.len(), "file"),
+        plural(args.manifests.files.len(), "file"),
         checked,
         plural(errors, "error"),
         plural(warnings, "warning")
