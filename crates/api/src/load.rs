@@ -1,7 +1,7 @@
 //! Reading manifests: multi-document YAML files of any kinds, old Flagger documents
 //! normalised to `flagger.app/v1beta1`, typed objects for the kinds serin knows.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -78,24 +78,10 @@ impl Document {
 pub fn read_files<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Document>, LoadError> {
     let mut docs = Vec::new();
     for path in paths {
-        let path = path.as_ref();
-        let name = path.display().to_string();
-        let text = if name == "-" {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|error| LoadError::Read {
-                    source_name: name.clone(),
-                    error,
-                })?;
-            s
-        } else {
-            std::fs::read_to_string(path).map_err(|error| LoadError::Read {
-                source_name: name.clone(),
-                error,
-            })?
-        };
-        docs.extend(parse_documents(&name, &text)?);
+        for chunk in DocumentChunks::open(path.as_ref())? {
+            let chunk = chunk?;
+            docs.extend(chunk.parse()?);
+        }
     }
     Ok(docs)
 }
@@ -104,53 +90,150 @@ pub fn read_files<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Document>, LoadErro
 /// documents are skipped; a `kind: List` is expanded into its items.
 pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, LoadError> {
     let mut docs = Vec::new();
-    for (start_line, chunk) in split_documents(text) {
-        let value: Value = match serde_saphyr::from_str::<Option<Value>>(&chunk) {
-            Ok(Some(v)) => v,
-            Ok(None) => continue,
-            Err(e) => {
-                let (line, message) = describe_yaml_error(&e);
-                return Err(LoadError::Parse {
-                    source_name: source.to_string(),
-                    line: start_line + line.saturating_sub(1),
-                    message,
-                });
-            }
-        };
-        match value {
-            Value::Null => {}
-            Value::Object(ref m)
-                if m.get("kind").and_then(Value::as_str) == Some("List")
-                    && m.get("items").is_some_and(Value::is_array) =>
-            {
-                if let Some(Value::Array(items)) = m.get("items") {
-                    for item in items {
-                        docs.push(Document {
-                            source: source.to_string(),
-                            line: start_line,
-                            value: item.clone(),
-                        });
-                    }
-                }
-            }
-            Value::Object(_) => docs.push(Document {
-                source: source.to_string(),
-                line: start_line,
-                value,
-            }),
-            other => {
-                return Err(LoadError::Parse {
-                    source_name: source.to_string(),
-                    line: start_line,
-                    message: format!(
-                        "a Kubernetes object must be a mapping, found {}",
-                        json_type(&other)
-                    ),
-                });
-            }
+    let mut splitter = Splitter::default();
+    for line in text.lines() {
+        if let Some((line, text)) = splitter.push(line) {
+            docs.extend(parse_chunk(source, line, &text)?);
         }
     }
+    if let Some((line, text)) = splitter.finish() {
+        docs.extend(parse_chunk(source, line, &text)?);
+    }
     Ok(docs)
+}
+
+/// The text of one YAML document of a file, not parsed yet.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub source: String,
+    /// 1-based line where the document starts.
+    pub line: usize,
+    pub text: String,
+}
+
+impl Chunk {
+    /// The document, or the items of a `kind: List`; none for an empty document.
+    pub fn parse(&self) -> Result<Vec<Document>, LoadError> {
+        parse_chunk(&self.source, self.line, &self.text)
+    }
+}
+
+/// The documents of one file (`-` is standard input) read one at a time, so a stream
+/// of any size is checked in the memory of one document: `serin validate` reads
+/// through this, and [`read_files`] collects it.
+pub struct DocumentChunks {
+    source: String,
+    reader: Box<dyn BufRead + Send>,
+    splitter: Splitter,
+    line: String,
+    done: bool,
+}
+
+impl DocumentChunks {
+    pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let source = path.display().to_string();
+        let reader: Box<dyn BufRead + Send> = if source == "-" {
+            Box::new(BufReader::new(std::io::stdin()))
+        } else {
+            let file = std::fs::File::open(path).map_err(|error| LoadError::Read {
+                source_name: source.clone(),
+                error,
+            })?;
+            Box::new(BufReader::with_capacity(256 * 1024, file))
+        };
+        Ok(Self {
+            source,
+            reader,
+            splitter: Splitter::default(),
+            line: String::new(),
+            done: false,
+        })
+    }
+
+    fn chunk(&self, (line, text): (usize, String)) -> Chunk {
+        Chunk {
+            source: self.source.clone(),
+            line,
+            text,
+        }
+    }
+}
+
+impl Iterator for DocumentChunks {
+    type Item = Result<Chunk, LoadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            self.line.clear();
+            match self.reader.read_line(&mut self.line) {
+                Ok(0) => {
+                    self.done = true;
+                    let last = std::mem::take(&mut self.splitter).finish();
+                    return last.map(|c| Ok(self.chunk(c)));
+                }
+                Ok(_) => {
+                    // The line endings `str::lines` takes off: `\n` and `\r\n`.
+                    let mut line = self.line.as_str();
+                    if let Some(l) = line.strip_suffix('\n') {
+                        line = l.strip_suffix('\r').unwrap_or(l);
+                    }
+                    if let Some(c) = self.splitter.push(line) {
+                        return Some(Ok(self.chunk(c)));
+                    }
+                }
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(LoadError::Read {
+                        source_name: self.source.clone(),
+                        error,
+                    }));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Parses the text of one document that starts on `start_line` of `source`.
+fn parse_chunk(source: &str, start_line: usize, chunk: &str) -> Result<Vec<Document>, LoadError> {
+    let value: Value = match serde_saphyr::from_str::<Option<Value>>(chunk) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => {
+            let (line, message) = describe_yaml_error(&e);
+            return Err(LoadError::Parse {
+                source_name: source.to_string(),
+                line: start_line + line.saturating_sub(1),
+                message,
+            });
+        }
+    };
+    let document = |value| Document {
+        source: source.to_string(),
+        line: start_line,
+        value,
+    };
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Object(mut m)
+            if m.get("kind").and_then(Value::as_str) == Some("List")
+                && m.get("items").is_some_and(Value::is_array) =>
+        {
+            match m.remove("items") {
+                Some(Value::Array(items)) => Ok(items.into_iter().map(document).collect()),
+                _ => Ok(Vec::new()),
+            }
+        }
+        value @ Value::Object(_) => Ok(vec![document(value)]),
+        other => Err(LoadError::Parse {
+            source_name: source.to_string(),
+            line: start_line,
+            message: format!(
+                "a Kubernetes object must be a mapping, found {}",
+                json_type(&other)
+            ),
+        }),
+    }
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -171,38 +254,57 @@ fn describe_yaml_error(e: &serde_saphyr::Error) -> (usize, String) {
     (line, message)
 }
 
-/// Splits on `---` document markers, keeping the 1-based line each document starts on.
-fn split_documents(text: &str) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut start = 1;
-    for (i, line) in text.lines().enumerate() {
+/// Splits lines on `---` document markers, keeping the 1-based line each document
+/// starts on; one implementation for a whole text and for a stream.
+struct Splitter {
+    current: String,
+    /// The line the current document starts on.
+    start: usize,
+    /// Lines seen so far.
+    seen: usize,
+}
+
+impl Default for Splitter {
+    fn default() -> Self {
+        Self {
+            current: String::new(),
+            start: 1,
+            seen: 0,
+        }
+    }
+}
+
+impl Splitter {
+    /// Takes the next line (its line ending taken off); gives back the document that
+    /// a marker on it ends, if that document is not blank.
+    fn push(&mut self, line: &str) -> Option<(usize, String)> {
+        let i = self.seen;
+        self.seen += 1;
         let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
         if is_marker {
-            if !current.trim().is_empty() {
-                out.push((start, std::mem::take(&mut current)));
-            }
-            current.clear();
-            start = i + 2;
+            let ended = std::mem::take(&mut self.current);
+            let ended_start = self.start;
+            self.start = i + 2;
             let rest = line[3..].trim();
             if !rest.is_empty() && !rest.starts_with('#') {
                 // `--- key: value` starts a document on the marker line itself.
-                current.push_str(rest);
-                current.push('\n');
-                start = i + 1;
+                self.current.push_str(rest);
+                self.current.push('\n');
+                self.start = i + 1;
             }
-            continue;
+            return (!ended.trim().is_empty()).then_some((ended_start, ended));
         }
         if line == "..." {
-            continue;
+            return None;
         }
-        current.push_str(line);
-        current.push('\n');
+        self.current.push_str(line);
+        self.current.push('\n');
+        None
     }
-    if !current.trim().is_empty() {
-        out.push((start, current));
+
+    fn finish(self) -> Option<(usize, String)> {
+        (!self.current.trim().is_empty()).then_some((self.start, self.current))
     }
-    out
 }
 
 /// What normalisation changed in an old document, for a validator to mention.
@@ -539,6 +641,37 @@ mod tests {
         assert_eq!(docs[1].line, 3);
         assert_eq!(docs[2].line, 8);
         assert_eq!(docs[2].kind(), "C");
+    }
+
+    #[test]
+    fn a_file_read_one_document_at_a_time_gives_what_the_whole_text_gives() {
+        let text = "a: 1\r\n---\r\n# c\r\nkind: B\r\n...\r\n--- kind: C\n---\n\n\
+                    ---  # only a comment\nkind: List\nitems:\n- kind: D\n- kind: E\n---\nkind: F";
+        let dir = std::env::temp_dir().join(format!("serin-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.yaml");
+        std::fs::write(&path, text).unwrap();
+        let streamed: Vec<Document> = DocumentChunks::open(&path)
+            .unwrap()
+            .flat_map(|c| c.unwrap().parse().unwrap())
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let whole = parse_documents(&path.display().to_string(), text).unwrap();
+        let seen = |docs: &[Document]| -> Vec<(String, usize, String)> {
+            docs.iter()
+                .map(|d| (d.source.clone(), d.line, d.kind().to_string()))
+                .collect()
+        };
+        assert_eq!(seen(&streamed), seen(&whole));
+        let kinds: Vec<_> = whole.iter().map(|d| (d.line, d.kind())).collect();
+        assert_eq!(
+            kinds,
+            [(1, ""), (3, "B"), (6, "C"), (10, "D"), (10, "E"), (15, "F")]
+        );
+        assert!(matches!(
+            DocumentChunks::open(Path::new("/nonexistent/x.yaml")),
+            Err(LoadError::Read { .. })
+        ));
     }
 
     #[test]

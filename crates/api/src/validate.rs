@@ -54,31 +54,45 @@ pub const CHECKED_KINDS: [&str; 3] = ["Canary", "MetricTemplate", "AlertProvider
 /// for a HorizontalPodAutoscaler of a version Kubernetes no longer serves, which
 /// serin reads as `autoscaling/v2` (a warning for each change).
 pub fn validate_document(doc: &Document) -> Vec<Finding> {
-    if doc.kind() == "HorizontalPodAutoscaler" {
-        let mut value = doc.value.clone();
+    if doc.kind() == "HorizontalPodAutoscaler"
+        || (doc.is_flagger() && CHECKED_KINDS.contains(&doc.kind()))
+    {
+        validate_owned_document(doc.value.clone())
+    } else {
+        Vec::new()
+    }
+}
+
+/// [`validate_document`] of a document's value that the caller gives up (no copy).
+pub fn validate_owned_document(mut value: Value) -> Vec<Finding> {
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind == "HorizontalPodAutoscaler" {
         return normalise(&mut value)
             .into_iter()
             .map(|n| Finding::warning(n.path, format!("deprecated, {}", n.message)))
             .collect();
     }
-    if !doc.is_flagger() || !CHECKED_KINDS.contains(&doc.kind()) {
+    let flagger = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("flagger.app/"));
+    if !flagger || !CHECKED_KINDS.contains(&kind) {
         return Vec::new();
     }
-    let mut value = doc.value.clone();
+    let kind = kind.to_string();
     let mut findings: Vec<Finding> = normalise(&mut value)
         .into_iter()
         .map(|n| Finding::warning(n.path, format!("deprecated, {}", n.message)))
         .collect();
-    if let Some(schema) = schema_of(doc.kind()) {
-        unknown_fields(&value, schema, "", &mut findings);
+    if let Some(schema) = schema_of(kind.as_str()) {
+        unknown_fields(&value, schema, &mut String::new(), &mut findings);
     }
-    let typed = match doc.kind() {
-        "Canary" => serde_path_to_error::deserialize::<_, Canary>(value)
-            .map(|c| validate_canary(&c, &mut findings)),
-        "MetricTemplate" => serde_path_to_error::deserialize::<_, MetricTemplate>(value)
-            .map(|t| validate_metric_template(&t, &mut findings)),
-        _ => serde_path_to_error::deserialize::<_, AlertProvider>(value)
-            .map(|p| validate_alert_provider(&p, &mut findings)),
+    let typed = match kind.as_str() {
+        "Canary" => typed::<Canary>(value).map(|c| validate_canary(&c, &mut findings)),
+        "MetricTemplate" => {
+            typed::<MetricTemplate>(value).map(|t| validate_metric_template(&t, &mut findings))
+        }
+        _ => typed::<AlertProvider>(value).map(|p| validate_alert_provider(&p, &mut findings)),
     };
     if let Err(e) = typed {
         let path = e.path().to_string();
@@ -90,8 +104,21 @@ pub fn validate_document(doc: &Document) -> Vec<Finding> {
     findings
 }
 
+/// The typed object; for one that does not deserialize, the error with its field path
+/// (tracking the path costs time, so only a failed document is read twice).
+fn typed<T: serde::de::DeserializeOwned>(
+    value: Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    match T::deserialize(&value) {
+        Ok(t) => Ok(t),
+        Err(_) => serde_path_to_error::deserialize(value),
+    }
+}
+
 /// Reports keys that the kind's schema does not have, with the closest known name.
-fn unknown_fields(value: &Value, schema: &Value, path: &str, out: &mut Vec<Finding>) {
+/// `path` is the dotted path of `value`, extended and restored while descending (no
+/// string is built for a key that has nothing to report).
+fn unknown_fields(value: &Value, schema: &Value, path: &mut String, out: &mut Vec<Finding>) {
     if schema
         .get("x-kubernetes-preserve-unknown-fields")
         .and_then(Value::as_bool)
@@ -100,14 +127,18 @@ fn unknown_fields(value: &Value, schema: &Value, path: &str, out: &mut Vec<Findi
     {
         return;
     }
+    let len = path.len();
     match value {
         Value::Object(map) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (key, child) in map {
-                    let child_path = join(path, key);
                     match props.get(key) {
-                        Some(child_schema) => unknown_fields(child, child_schema, &child_path, out),
-                        None if path.is_empty()
+                        Some(child_schema) => {
+                            push_key(path, key);
+                            unknown_fields(child, child_schema, path, out);
+                            path.truncate(len);
+                        }
+                        None if len == 0
                             && ["apiVersion", "kind", "metadata"].contains(&key.as_str()) => {}
                         None => {
                             let message = match closest(key, props.keys().map(String::as_str)) {
@@ -116,7 +147,9 @@ fn unknown_fields(value: &Value, schema: &Value, path: &str, out: &mut Vec<Findi
                                 }
                                 None => "unknown field, ignored".to_string(),
                             };
-                            out.push(Finding::warning(child_path, message));
+                            push_key(path, key);
+                            out.push(Finding::warning(path.clone(), message));
+                            path.truncate(len);
                         }
                     }
                 }
@@ -124,14 +157,19 @@ fn unknown_fields(value: &Value, schema: &Value, path: &str, out: &mut Vec<Findi
                 && extra.is_object()
             {
                 for (key, child) in map {
-                    unknown_fields(child, extra, &join(path, key), out);
+                    push_key(path, key);
+                    unknown_fields(child, extra, path, out);
+                    path.truncate(len);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
-                    unknown_fields(item, item_schema, &format!("{path}[{i}]"), out);
+                    use std::fmt::Write as _;
+                    let _ = write!(path, "[{i}]");
+                    unknown_fields(item, item_schema, path, out);
+                    path.truncate(len);
                 }
             }
         }
@@ -139,12 +177,11 @@ fn unknown_fields(value: &Value, schema: &Value, path: &str, out: &mut Vec<Findi
     }
 }
 
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
+fn push_key(path: &mut String, key: &str) {
+    if !path.is_empty() {
+        path.push('.');
     }
+    path.push_str(key);
 }
 
 /// The known name a misspelt key most likely meant.
@@ -352,14 +389,45 @@ fn check_weight(value: Option<i32>, path: &str, out: &mut Vec<Finding>) {
 fn check_match(m: &HTTPMatchRequest, path: &str, out: &mut Vec<Finding>) {
     for (field, sm) in m.string_matches() {
         if let Some(re) = sm.regex.as_deref()
-            && let Err(e) = regex::Regex::new(re)
+            && let Err(e) = regex_compiles(re)
         {
-            let first = e.to_string().lines().last().unwrap_or_default().to_string();
             out.push(Finding::error(
                 format!("{path}.{field}.regex"),
-                format!("{re:?} does not compile: {}", first.trim()),
+                format!("{re:?} does not compile: {e}"),
             ));
         }
+    }
+}
+
+/// Whether a regex compiles, as `regex::Regex::new` would see it (its syntax and its
+/// size limit), without building the DFAs a matcher needs: those were most of the
+/// time `serin validate` spent on a Canary with a match. The error is the one line
+/// that says what is wrong.
+fn regex_compiles(re: &str) -> Result<(), String> {
+    use regex_automata::meta::{Config, Regex};
+    // regex's defaults: a 10 MiB compiled size limit, Unicode on.
+    const SIZE_LIMIT: usize = 10 * (1 << 20);
+    let config = Config::new()
+        .nfa_size_limit(Some(SIZE_LIMIT))
+        .dfa(false)
+        .hybrid(false)
+        .onepass(false)
+        .backtrack(false);
+    match Regex::builder().configure(config).build(re) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(match (e.syntax_error(), e.size_limit()) {
+            (Some(syntax), _) => syntax
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            (None, Some(limit)) => {
+                format!("the compiled regex exceeds the size limit of {limit} bytes")
+            }
+            (None, None) => e.to_string(),
+        }),
     }
 }
 
@@ -665,6 +733,30 @@ fn validate_alert_provider(p: &AlertProvider, out: &mut Vec<Finding>) {
 mod tests {
     use super::*;
     use crate::load::parse_documents;
+
+    #[test]
+    fn a_match_regex_is_refused_exactly_when_regex_would_refuse_it() {
+        for re in [
+            ".*Firefox.*",
+            "^(.*?;)?(type=insider)(;.*)?$",
+            r"\d{3}-\w+",
+            "(.*Firefox",
+            "[z-a]",
+            "a{2,1}",
+            r"\pX",
+            r"\w{1000}{1000}",
+            "(?P<n>a)(?P<n>b)",
+        ] {
+            let ours = regex_compiles(re);
+            let theirs = regex::Regex::new(re);
+            assert_eq!(ours.is_ok(), theirs.is_ok(), "{re}: {ours:?} / {theirs:?}");
+            if let Err(message) = ours {
+                assert!(!message.contains('\n') && !message.is_empty(), "{re}: {message:?}");
+            }
+        }
+        assert_eq!(regex_compiles("(.*Firefox").unwrap_err(), "error: unclosed group");
+        assert!(regex_compiles(r"\w{1000}{1000}").unwrap_err().contains("size limit"));
+    }
 
     fn findings(yaml: &str) -> Vec<Finding> {
         let docs = parse_documents("t.yaml", yaml).unwrap();

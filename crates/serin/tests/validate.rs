@@ -206,6 +206,140 @@ fn standard_input_is_read_with_dash() {
     );
 }
 
+/// `n` weighted Canaries; every tenth has stepWeight above maxWeight, every seventh a
+/// misspelt field, a third are A/B tests with a header regex.
+fn many_canaries(n: usize) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        let step = if i % 10 == 0 { 80 } else { 10 };
+        let extra = if i % 7 == 0 {
+            "stepWieght"
+        } else {
+            "stepWeightPromotion"
+        };
+        let mode = if i % 3 == 1 {
+            format!(
+                "    iterations: 10\n    match:\n    - headers:\n        x-canary:\n          regex: \"^(insider|beta-{i})$\"\n"
+            )
+        } else {
+            format!("    maxWeight: 50\n    stepWeight: {step}\n    {extra}: 20\n")
+        };
+        out.push_str(&format!(
+            "---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: app-{i}
+  namespace: team-{ns}
+spec:
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: app-{i}
+  service:
+    port: 9898
+    hosts:
+    - app-{i}.example.com
+  analysis:
+    interval: 1m
+    threshold: 5
+{mode}    metrics:
+    - name: request-success-rate
+      thresholdRange:
+        min: 99
+      interval: 1m
+    - name: request-duration
+      thresholdRange:
+        max: 500
+      interval: 30s
+    webhooks:
+    - name: acceptance-test
+      type: pre-rollout
+      url: http://flagger-loadtester.test/
+      timeout: 30s
+      metadata:
+        type: bash
+        cmd: \"curl -sd test http://app-{i}-canary.team-{ns}:9898/token\"
+    - name: load-test
+      url: http://flagger-loadtester.test/
+      timeout: 5s
+      metadata:
+        cmd: \"hey -z 1m -q 10 -c 2 http://app-{i}-canary.team-{ns}:9898/\"
+",
+            ns = i % 50
+        ));
+    }
+    out
+}
+
+/// Runs a command to its end; its output and its peak resident memory in KiB (from
+/// the kernel's accounting of that one child, `wait4`).
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which std's Child does not know of"
+)]
+fn run_with_peak_memory(cmd: &mut Command) -> (i32, String, i64) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("serin runs");
+    let mut pipe = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut pipe, &mut s).unwrap();
+        s
+    });
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not waited for yet; both pointers are valid.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, reader.join().unwrap(), usage.ru_maxrss)
+}
+
+#[test]
+fn a_large_stream_is_checked_in_bounded_memory_and_reported_in_input_order() {
+    // 6,000 Canaries, 5.8 MB of YAML. Read whole, their parsed values took about 90 MiB
+    // here; read one batch at a time, about 31 MiB (this debug build's own pages
+    // included), whatever the size of the stream.
+    let n = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    let text = many_canaries(n);
+    assert!(text.len() > 5_500_000, "{} bytes", text.len());
+    let file = write_temp(dir.path(), "many.yaml", &text);
+    let (code, out, peak_kib) =
+        run_with_peak_memory(serin().args(["validate", "-f", file.to_str().unwrap()]));
+    assert_eq!(code, 1, "{}", out.lines().last().unwrap_or_default());
+    let weighted = (0..n).filter(|i| i % 3 != 1);
+    let errors = weighted.clone().filter(|i| i % 10 == 0).count();
+    let warnings = weighted.filter(|i| i % 7 == 0).count();
+    assert_eq!(
+        out.lines().last().unwrap(),
+        format!("{n} documents in 1 file: {n} checked, {errors} errors, {warnings} warnings")
+    );
+    // Every finding, in the order of the input, across batches and workers.
+    let order: Vec<usize> = out
+        .lines()
+        .filter(|l| l.contains(": error: "))
+        .map(|l| {
+            let name = l.split(": ").nth(1).unwrap().rsplit('/').next().unwrap();
+            name.strip_prefix("app-").unwrap().parse().unwrap()
+        })
+        .collect();
+    let expected: Vec<usize> = (0..n).filter(|i| i % 3 != 1 && i % 10 == 0).collect();
+    assert_eq!(order, expected);
+    assert!(
+        peak_kib < 64 * 1024,
+        "serin validate peaked at {} MiB on {} MB of input",
+        peak_kib / 1024,
+        text.len() / 1_000_000
+    );
+}
+
 #[test]
 fn crds_prints_three_definitions() {
     let out = serin().arg("crds").output().unwrap();
