@@ -751,11 +751,21 @@ mod tests {
             let theirs = regex::Regex::new(re);
             assert_eq!(ours.is_ok(), theirs.is_ok(), "{re}: {ours:?} / {theirs:?}");
             if let Err(message) = ours {
-                assert!(!message.contains('\n') && !message.is_empty(), "{re}: {message:?}");
+                assert!(
+                    !message.contains('\n') && !message.is_empty(),
+                    "{re}: {message:?}"
+                );
             }
         }
-        assert_eq!(regex_compiles("(.*Firefox").unwrap_err(), "error: unclosed group");
-        assert!(regex_compiles(r"\w{1000}{1000}").unwrap_err().contains("size limit"));
+        assert_eq!(
+            regex_compiles("(.*Firefox").unwrap_err(),
+            "error: unclosed group"
+        );
+        assert!(
+            regex_compiles(r"\w{1000}{1000}")
+                .unwrap_err()
+                .contains("size limit")
+        );
     }
 
     fn findings(yaml: &str) -> Vec<Finding> {

@@ -179,3 +179,46 @@ fn helm_charts_lint_render_and_install() {
     helm(&["uninstall", "serin-helm", "-n", n, "--wait"]).expect_ok("helm uninstall");
     assert!(get(n, "deployment/serin-helm").is_none());
 }
+
+/// The newcomer's path off the sandbox: `serin demo --print-manifests | kubectl apply
+/// -f -` on a real cluster, then the operator acts on what was applied.
+#[test]
+#[ignore = "real tier: needs scripts/cluster.sh (run by scripts/test.sh)"]
+fn the_demo_manifests_apply_with_kubectl_and_the_operator_initializes_them() {
+    let _shared = shared();
+    let _ = cluster();
+    let printed = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_serin")).args(["demo", "--print-manifests"]),
+        Duration::from_secs(60),
+    );
+    let manifests = printed.expect_ok("serin demo --print-manifests");
+    // The demo's own namespace, as printed (no other test uses it); removed at the end.
+    let ns = "test";
+    struct Remove;
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = kubectl(&["delete", "namespace", "test", "--wait=false"]);
+        }
+    }
+    let _remove = Remove;
+    let applied = kubectl_stdin(&["apply", "-f", "-"], &manifests)
+        .expect_ok("kubectl apply -f - of serin demo --print-manifests");
+    for object in [
+        "namespace/test",
+        "deployment.apps/podinfo",
+        "horizontalpodautoscaler.autoscaling/podinfo",
+        "canary.flagger.app/podinfo",
+    ] {
+        assert!(
+            applied.contains(&format!("{object} created")),
+            "{object} not created:\n{applied}"
+        );
+    }
+    let op = Operator::start(ns, &[]);
+    wait_phase(ns, "podinfo", "Initialized", Duration::from_secs(120), &op);
+    let primary = must_get(ns, "deployment/podinfo-primary");
+    assert_eq!(primary["metadata"]["ownerReferences"][0]["kind"], "Canary");
+    assert_eq!(must_get(ns, "deployment/podinfo")["spec"]["replicas"], 0);
+    let vs = must_get(ns, "virtualservice/podinfo");
+    assert_eq!(vs["spec"]["hosts"][0], "app.example.com", "{vs}");
+}
