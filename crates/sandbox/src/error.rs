@@ -104,6 +104,21 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// A watch or read from a resourceVersion the server has not reached (kube-apiserver's
+    /// watch cache waits 3 s for it, then answers this 504 with its cause).
+    pub fn resource_version_too_large(requested: u64, current: u64) -> Self {
+        let mut e = Self::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
+        );
+        e.details = Some(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        }));
+        e
+    }
+
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)
     }

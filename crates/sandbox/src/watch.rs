@@ -126,6 +126,10 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
     )
 }
 
+/// How long a watch from a resourceVersion the sandbox has not reached waits for it,
+/// as kube-apiserver's watch cache does, before answering 504 Too large resource version.
+const FRESH_WAIT: Duration = Duration::from_secs(3);
+
 fn gone(rv: u64, oldest: u64) -> Bytes {
     let e = ApiError::gone(format!("too old resource version: {rv} ({oldest})"));
     event_line("ERROR", &e.status())
@@ -222,8 +226,16 @@ pub(crate) fn watch(sb: &Sandbox, t: &Target, q: &Query, shape: Shape) -> Respon
         }
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         let mut next_bookmark = tokio::time::Instant::now() + bookmark_every;
+        // A resourceVersion ahead of the sandbox's (a client of a sandbox that restarted
+        // with other data): served if the sandbox reaches it soon, else an ERROR event,
+        // never a silent watch that skips what happens meanwhile.
+        let mut too_large_at = (cursor > sb.state().resource_version())
+            .then(|| tokio::time::Instant::now() + FRESH_WAIT);
         loop {
             changes.borrow_and_update();
+            if too_large_at.is_some() && sb.state().resource_version() >= cursor {
+                too_large_at = None;
+            }
             let batch = sb.state().changes_since(cursor, 256);
             let batch = match batch {
                 Ok(b) => b,
@@ -249,8 +261,20 @@ pub(crate) fn watch(sb: &Sandbox, t: &Target, q: &Query, shape: Shape) -> Respon
                     None => std::future::pending().await,
                 }
             };
+            let until_fresh = async {
+                match too_large_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
+                _ = until_fresh => {
+                    let current = sb.state().resource_version();
+                    let e = ApiError::resource_version_too_large(cursor, current);
+                    let _ = tx.send(event_line("ERROR", &e.status())).await;
+                    return;
+                }
                 _ = drops.changed() => return,
                 _ = tx.closed() => return,
                 _ = until_deadline => return,

@@ -487,6 +487,65 @@ async fn watch_from_expired_version_is_gone() {
 }
 
 #[tokio::test]
+async fn watch_from_a_version_not_reached_yet_waits_for_it_then_answers_504() {
+    let sb = sandbox();
+    let api: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    let first = api
+        .create(&PostParams::default(), &cm("ahead", "0"))
+        .await
+        .unwrap();
+    let rv: u64 = first.metadata.resource_version.unwrap().parse().unwrap();
+    // One version ahead, reached by a write while the watch waits: served as usual.
+    let mut s = api
+        .watch(&kube::api::WatchParams::default(), &(rv + 1).to_string())
+        .await
+        .unwrap()
+        .boxed();
+    for i in 1..=2 {
+        api.patch(
+            "ahead",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    let ev = tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let kube::api::WatchEvent::Modified(o) = ev else {
+        panic!("expected the second change, got {ev:?}");
+    };
+    assert_eq!(o.data.unwrap()["k"], "2");
+    // Far ahead (a client of a server that restarted with other data): an ERROR event,
+    // as kube-apiserver's watch cache answers, not a watch that stays silent.
+    let far = (rv + 1000).to_string();
+    let mut s = api
+        .watch(&kube::api::WatchParams::default(), &far)
+        .await
+        .unwrap()
+        .boxed();
+    let ev = tokio::time::timeout(Duration::from_secs(20), s.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let status = match ev {
+        Ok(kube::api::WatchEvent::Error(e)) => e,
+        other => panic!("expected 504 Too large resource version, got {other:?}"),
+    };
+    assert_eq!(status.code, 504);
+    assert!(
+        status.message.starts_with(&format!(
+            "Timeout: Too large resource version: {far}, current: "
+        )),
+        "{}",
+        status.message
+    );
+}
+
+#[tokio::test]
 async fn controller_reconciles_changes() {
     use kube::runtime::controller::{Action, Controller};
     use std::sync::Arc;

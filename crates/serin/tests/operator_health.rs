@@ -174,15 +174,17 @@ struct Cluster {
 }
 
 async fn cluster(manifests: &[&str]) -> Cluster {
+    cluster_at("127.0.0.1:0".parse().unwrap(), manifests).await
+}
+
+/// A new sandbox, with the CRDs and `manifests` applied, served on `addr`.
+async fn cluster_at(addr: std::net::SocketAddr, manifests: &[&str]) -> Cluster {
     let sandbox = Sandbox::new(SandboxOptions {
         rollout_delay: Duration::from_millis(200),
         namespaces: ["default", "test"].map(String::from).to_vec(),
         ..Default::default()
     });
-    let server = sandbox
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("serves");
+    let server = sandbox.serve(addr).await.expect("serves");
     let addr = server.addr();
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
@@ -314,6 +316,50 @@ async fn readyz_is_503_while_the_canary_watch_fails() {
 }
 
 /// The holder and acquireTime (milliseconds since the epoch) of a Lease.
+/// The resourceVersion a list of the sandbox's ConfigMaps is at: its current version.
+async fn current_version(sandbox: &Sandbox) -> u64 {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::all(sandbox.client());
+    let list = api.list(&ListParams::default()).await.expect("list");
+    list.metadata.resource_version.unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_api_server_comes_back_empty_the_operator_lists_again_and_sees_new_canaries() {
+    let mut old = cluster(&[APP, &canary("")]).await;
+    let op = Operator::start(&old.kubeconfig, "serin-a", &[]);
+    wait_ready(&op, "ready once the watches have listed").await;
+    wait_for("the first Canary initialized", async || {
+        (phase(&old).await == Some(CanaryPhase::Initialized)).then_some(())
+    })
+    .await;
+    let old_version = current_version(&old.sandbox).await;
+
+    // The API server comes back on the same address with other data and lower
+    // resourceVersions than the operator's watches resume from.
+    old.server.take().expect("serving").shutdown().await;
+    let (app, other) = (
+        APP.replace("podinfo", "other"),
+        canary("").replace("podinfo", "other"),
+    );
+    let new = cluster_at(old.addr, &[&app, &other]).await;
+    assert!(
+        current_version(&new.sandbox).await < old_version,
+        "the new server must be behind the old one for this test"
+    );
+    // Its Canary is seen and acted on: the watches listed again.
+    let canaries: Api<Canary> = Api::namespaced(new.sandbox.client(), "test");
+    wait_for("the Canary of the new server initialized", async || {
+        let c = canaries.get("other").await.ok()?;
+        (c.status?.phase == CanaryPhase::Initialized).then_some(())
+    })
+    .await;
+    let logs = op.logs();
+    assert!(
+        logs.contains("resumed from a resourceVersion the API server does not have"),
+        "{logs}"
+    );
+}
+
 fn lease_times(lease: &Lease) -> (Option<String>, Option<i64>) {
     let spec = lease.spec.clone().unwrap_or_default();
     (

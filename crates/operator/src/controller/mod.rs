@@ -193,6 +193,49 @@ where
 
 /// Reports a watch's stream to the readiness state (when there is one) and logs its
 /// errors: failing from an error until it delivers again.
+/// A watch answered "Too large resource version": the API server has not reached the
+/// version the watch resumes from and will not soon (it restarted on other data, or a
+/// sandbox was restarted empty). kube's watcher would resume from that version forever;
+/// only a new list sees what the server holds now.
+fn resumes_from_the_future(err: &watcher::Error) -> bool {
+    matches!(err, watcher::Error::WatchError(s) if s.code == 504
+        && (s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "ResourceVersionTooLarge"))
+            || s.message.contains("Too large resource version")))
+}
+
+/// kube's watcher with its default backoff, started again from a fresh list when the
+/// version it resumes from is one the API server does not have
+/// ([`resumes_from_the_future`]); its events otherwise as they come.
+fn relisting_watcher<K>(
+    api: Api<K>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let start = move |api: &Api<K>| {
+        watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .boxed()
+    };
+    let first = start(&api);
+    futures::stream::unfold((api, first), move |(api, mut stream)| async move {
+        let item = stream.next().await?;
+        if let Err(e) = &item
+            && resumes_from_the_future(e)
+        {
+            tracing::warn!(
+                msg = format!(
+                    "the watch of {} resumed from a resourceVersion the API server does not have ({e}); listing again",
+                    api.resource_url()
+                )
+            );
+            stream = start(&api);
+        }
+        Some((item, (api, stream)))
+    })
+}
+
 fn reported<K>(
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
     name: &'static str,
@@ -258,12 +301,7 @@ where
     }
     // Names are all that is needed: a metadata-only watch moves less data and never
     // reads a Secret's contents.
-    reported(
-        watcher(api, watcher::Config::default()).default_backoff(),
-        name,
-        health,
-    )
-    .filter_map(move |e| {
+    reported(relisting_watcher(api), name, health).filter_map(move |e| {
         let out = match e {
             watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
                 Some(make(o.namespace().unwrap_or_default(), o.name_any()))
@@ -286,12 +324,8 @@ pub async fn run(ctx: Arc<Context>) {
     if let Some(h) = &health {
         h.watch_started("Canary", canary_api.resource_url());
     }
-    let canaries = reported(
-        watcher(canary_api, watcher::Config::default()).default_backoff(),
-        "Canary",
-        health.clone(),
-    )
-    .map(|ev| Change::Canary(Box::new(ev)));
+    let canaries = reported(relisting_watcher(canary_api), "Canary", health.clone())
+        .map(|ev| Change::Canary(Box::new(ev)));
     let deployments = touched(
         api_all::<PartialObjectMeta<Deployment>>(&ctx.client, ns),
         "Deployment",

@@ -1083,6 +1083,15 @@ fn api_server_restart_mid_rollout_loses_nothing() {
     });
     eprintln!("API server back after {:?}", killed.elapsed());
     let after = RouteLog::start(n);
+    // A Canary created after the restart is seen: the watches resumed (or listed again).
+    apply(n, &app("second"));
+    apply(
+        n,
+        &long_canary()
+            .replace("podinfo", "second")
+            .replace("app.example.com", "second.example.com"),
+    );
+    wait_phase(n, "second", "Initialized", 2 * MINUTE, &op);
     wait_phase(n, "podinfo", "Succeeded", 2 * MINUTE, &op);
     assert_promoted_cleanly(n);
     routes.check("podinfo-canary");
