@@ -6,12 +6,14 @@
 #
 # Each Canary is a full one (analysis, two metrics, two webhooks; a third of them A/B
 # tests with a header regex); of the weighted ones, every tenth has an error (stepWeight
-# above maxWeight) and every seventh a misspelt field, so the findings are printed as a user would see them. Uses the
-# release binary in ${CARGO_TARGET_DIR:-target}/release (built if missing).
+# above maxWeight) and every seventh a misspelt field, so findings are printed as a
+# user would see them. Runs $SERIN_BIN, or the release binary in
+# ${CARGO_TARGET_DIR:-target}/release (built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-serin="${CARGO_TARGET_DIR:-$PWD/target}/release/serin"
-[ -x "$serin" ] || cargo build --release -p serin >&2
+serin="${SERIN_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/serin}"
+[ -x "$serin" ] || [ -n "${SERIN_BIN:-}" ] || cargo build --release -p serin >&2
+[ -x "$serin" ] || { echo "no serin binary at $serin" >&2; exit 1; }
 work="$(mktemp -d "${TMPDIR:-/tmp}/serin-bench-validate.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
