@@ -885,3 +885,66 @@ async fn the_gate_link_in_the_alert_opens_serins_load_tester_gate() {
     assert!(status.is_success(), "{status}");
     assert_eq!(check().await, 200, "the gate is open for podinfo.test");
 }
+
+/// A receiver answering 500 with a body that never ends (chunked, up to 1 GiB): the
+/// alert fails naming the 500, and serin stops reading after its 64 KiB cap instead of
+/// reading on until its timeout.
+#[tokio::test]
+async fn an_endless_error_answer_is_read_only_up_to_the_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        // The request's headers and JSON body arrive in the first reads.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the client closed before its request");
+            request.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .expect("headers");
+        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+        let mut sent: u64 = 0;
+        for _ in 0..16 * 1024 {
+            if conn.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+            sent += 64 * 1024;
+        }
+        sent
+    });
+    let mut cfg = config("slack", format!("http://{addr}/hook"));
+    cfg.timeout = Duration::from_secs(20);
+    let notifier = build_notifier(&cfg).expect("notifier");
+    let dispatcher = Dispatcher::new(
+        vec![notifier],
+        Arc::new(InMemoryLookup::new()),
+        AlertMetrics::new(),
+        Duration::from_secs(20),
+    );
+    let report = tokio::time::timeout(
+        GUARD,
+        dispatcher.alert(&canary(json!([])), AlertEvent::promoted()),
+    )
+    .await
+    .expect("dispatch within the guard time")
+    .expect("alert task");
+    let error = report.outcomes[0].result.clone().expect_err("failed");
+    assert!(error.contains("500") && error.contains("xxxx"), "{error}");
+    let sent = tokio::time::timeout(GUARD, server)
+        .await
+        .expect("the receiver sees the connection closed")
+        .expect("receiver task");
+    // 64 KiB read, plus what the loopback socket buffers held when serin hung up.
+    assert!(
+        sent < 16 * 1024 * 1024,
+        "the receiver wrote {} MiB before serin stopped reading",
+        sent / (1024 * 1024)
+    );
+}
