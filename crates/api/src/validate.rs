@@ -54,32 +54,36 @@ pub const CHECKED_KINDS: [&str; 3] = ["Canary", "MetricTemplate", "AlertProvider
 /// for a HorizontalPodAutoscaler of a version Kubernetes no longer serves, which
 /// serin reads as `autoscaling/v2` (a warning for each change).
 pub fn validate_document(doc: &Document) -> Vec<Finding> {
-    if doc.kind() == "HorizontalPodAutoscaler"
-        || (doc.is_flagger() && CHECKED_KINDS.contains(&doc.kind()))
-    {
+    if checked_kind(&doc.value).is_some() {
         validate_owned_document(doc.value.clone())
     } else {
         Vec::new()
     }
 }
 
+/// The kind of a document [`validate_document`] checks: a HorizontalPodAutoscaler, or
+/// one of [`CHECKED_KINDS`] of the `flagger.app` group.
+fn checked_kind(value: &Value) -> Option<&str> {
+    let kind = value.get("kind").and_then(Value::as_str)?;
+    let flagger = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("flagger.app/"));
+    (kind == "HorizontalPodAutoscaler" || (flagger && CHECKED_KINDS.contains(&kind)))
+        .then_some(kind)
+}
+
 /// [`validate_document`] of a document's value that the caller gives up (no copy).
 pub fn validate_owned_document(mut value: Value) -> Vec<Finding> {
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    let Some(kind) = checked_kind(&value).map(str::to_string) else {
+        return Vec::new();
+    };
     if kind == "HorizontalPodAutoscaler" {
         return normalise(&mut value)
             .into_iter()
             .map(|n| Finding::warning(n.path, format!("deprecated, {}", n.message)))
             .collect();
     }
-    let flagger = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .is_some_and(|v| v.starts_with("flagger.app/"));
-    if !flagger || !CHECKED_KINDS.contains(&kind) {
-        return Vec::new();
-    }
-    let kind = kind.to_string();
     let mut findings: Vec<Finding> = normalise(&mut value)
         .into_iter()
         .map(|n| Finding::warning(n.path, format!("deprecated, {}", n.message)))

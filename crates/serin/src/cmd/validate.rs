@@ -71,12 +71,10 @@ fn validate_files(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
                     break;
                 }
             }
-            let (tally, parse_error) = check_batch(&batch, workers);
-            stdout.write_all(tally.out.as_bytes())?;
-            total.add(Tally {
-                out: String::new(),
-                ..tally
-            });
+            let (mut tally, parse_error) = check_batch(&batch, workers);
+            // Printed now, not kept: only the counts add up across batches.
+            stdout.write_all(std::mem::take(&mut tally.out).as_bytes())?;
+            total.add(tally);
             if let Some(e) = parse_error.or(read_error) {
                 return Ok(cannot_read(&mut stdout, e));
             }
